@@ -1,0 +1,19 @@
+"""dsrelu_lightning: train and honestly compare activation functions, built around DSReLU."""
+
+from dsrelu_lightning.activations import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
+from dsrelu_lightning.callbacks import EpochTimer, MetricsHistory, SlopeScheduler
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.models import ResNetClassifier
+
+__all__ = [
+    "ACTIVATIONS",
+    "ConfigurationError",
+    "DSReLU",
+    "EpochTimer",
+    "MetricsHistory",
+    "ResNetClassifier",
+    "SlopeScheduler",
+    "build_activation",
+    "dsrelu_slope",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""DSReLU, its slope schedule, and the activation registry/factory.
+
+DSReLU (arXiv 2408.09156) scales the positive side of ReLU by a slope that moves
+from steep to shallow over training progress ``t`` in [0, 1]::
+
+    f(x; t) = s(t) * x               for x > 0
+            = negative_slope * x     for x <= 0
+    s(t)    = a + (b - a) / (1 + exp(-k * (t - 0.5))),  a = tan(initial), b = tan(final)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dsrelu_lightning.errors import ConfigurationError
+
+__all__ = ["ACTIVATIONS", "DSReLU", "build_activation", "dsrelu_modules", "dsrelu_slope"]
+
+
+def dsrelu_slope(
+    t: float | Tensor, initial_slope: float, final_slope: float, steepness: float
+) -> float | Tensor:
+    """Return the positive-side slope ``s(t)`` of DSReLU at progress ``t``.
+
+    Works on Python floats and on tensors (elementwise, differentiable).
+    """
+    if isinstance(t, Tensor):
+        gate = torch.sigmoid(steepness * (t - 0.5))
+    else:
+        gate = 1.0 / (1.0 + math.exp(-steepness * (t - 0.5)))
+    return initial_slope + (final_slope - initial_slope) * gate
+
+
+def _check_angle(name: str, degrees: float) -> float:
+    if not 0.0 < degrees < 90.0:
+        raise ConfigurationError(
+            f"DSReLU {name}={degrees!r} must lie strictly inside (0, 90) degrees"
+        )
+    return math.tan(math.radians(degrees))
+
+
+class DSReLU(nn.Module):
+    """ReLU variant whose positive-side slope follows a sigmoid schedule over training.
+
+    Args:
+        initial_angle: angle in degrees of the positive side at the start (paper: 85).
+        final_angle: angle in degrees of the positive side at the end (paper: 10).
+        steepness: ``k`` of the sigmoid schedule (paper: 5).
+        negative_slope: slope for ``x <= 0`` (paper and its code: 1.0, the identity).
+
+    ``progress`` is a registered scalar buffer, so it is saved in checkpoints and
+    follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it.
+    """
+
+    progress: Tensor
+
+    def __init__(
+        self,
+        initial_angle: float = 85.0,
+        final_angle: float = 10.0,
+        steepness: float = 5.0,
+        negative_slope: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.initial_angle = float(initial_angle)
+        self.final_angle = float(final_angle)
+        self.initial_slope = _check_angle("initial_angle", self.initial_angle)
+        self.final_slope = _check_angle("final_angle", self.final_angle)
+        if not math.isfinite(steepness):
+            raise ConfigurationError(f"DSReLU steepness={steepness!r} must be a finite number")
+        self.steepness = float(steepness)
+        self.negative_slope = float(negative_slope)
+        self.register_buffer("progress", torch.zeros(()))
+
+    @property
+    def is_scheduled(self) -> bool:
+        """Whether the slope changes with progress (False for a fixed-slope variant)."""
+        return self.initial_angle != self.final_angle
+
+    def set_progress(self, t: float) -> None:
+        """Set training progress ``t`` in [0, 1] (in place: no host-device sync)."""
+        t = float(t)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"DSReLU progress must lie in [0, 1], got {t!r}")
+        self.progress.fill_(t)
+
+    def slope_at(self, t: float) -> float:
+        """The positive-side slope at progress ``t`` (host arithmetic, no device sync)."""
+        return float(dsrelu_slope(t, self.initial_slope, self.final_slope, self.steepness))
+
+    @property
+    def slope(self) -> float:
+        """The current positive-side slope ``s(t)`` as a float."""
+        return self.slope_at(float(self.progress))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The slope stays a 0-dim tensor on x's device: no .item(), no recompilation
+        # under torch.compile as progress changes.
+        slope = dsrelu_slope(self.progress, self.initial_slope, self.final_slope, self.steepness)
+        return torch.where(x > 0, x * slope.to(x.dtype), x * self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return (
+            f"initial_angle={self.initial_angle}, final_angle={self.final_angle}, "
+            f"steepness={self.steepness}, negative_slope={self.negative_slope}"
+        )
+
+
+ActivationFactory = Callable[..., nn.Module]
+
+ACTIVATIONS: dict[str, ActivationFactory] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda **kw: nn.LeakyReLU(**{"negative_slope": 0.01, **kw}),
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "mish": nn.Mish,
+    "dsrelu": DSReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "prelu": nn.PReLU,
+}
+"""Registered activation names (lower case) -> factory returning a new module."""
+
+
+ActivationSpec = str | type[nn.Module] | Callable[[], nn.Module]
+
+
+def build_activation(spec: ActivationSpec, **kwargs: Any) -> nn.Module:
+    """Return a NEW activation module for ``spec``.
+
+    Args:
+        spec: a registered name (case-insensitive, see :data:`ACTIVATIONS`), an
+            ``nn.Module`` class, or a zero-argument callable returning a module.
+        **kwargs: keyword arguments for the factory, e.g. ``initial_angle=75``
+            for ``"dsrelu"``.
+
+    Raises:
+        ValueError: for an unknown name, bad keyword arguments, or a factory
+            that does not return an ``nn.Module``.
+    """
+    if isinstance(spec, str):
+        key = spec.strip().lower().replace("-", "_")
+        if key not in ACTIVATIONS:
+            raise ConfigurationError(
+                f"unknown activation {spec!r}; valid names: {', '.join(sorted(ACTIVATIONS))}"
+            )
+        factory: Callable[..., Any] = ACTIVATIONS[key]
+        name = key
+    elif callable(spec):
+        factory = spec
+        name = getattr(spec, "__name__", repr(spec))
+    else:
+        raise ConfigurationError(
+            f"activation must be a name, an nn.Module class or a callable, got {spec!r}"
+        )
+    try:
+        module = factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"bad arguments {kwargs} for activation {name!r}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ConfigurationError(
+            f"activation factory {name!r} returned {type(module).__name__}, not an nn.Module"
+        )
+    return module
+
+
+def dsrelu_modules(module: nn.Module) -> list[DSReLU]:
+    """Every DSReLU inside ``module`` (in registration order)."""
+    return [m for m in module.modules() if isinstance(m, DSReLU)]

@@ -1,0 +1,144 @@
+"""Callbacks: the DSReLU slope schedule, epoch timing and a per-epoch metrics file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from dsrelu_lightning.activations import DSReLU, dsrelu_modules
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.io import atomic_write_text
+
+__all__ = ["EpochTimer", "MetricsHistory", "SlopeScheduler"]
+
+
+class SlopeScheduler(Callback):
+    """Advance the progress of EVERY DSReLU layer in the model over training.
+
+    Args:
+        granularity: ``"epoch"`` sets ``t = current_epoch / max_epochs`` at each training
+            epoch start (the paper's schedule); ``"step"`` sets
+            ``t = global_step / estimated_stepping_batches`` before each batch.
+
+    Progress is set in training hooks, never in ``setup``, so a resumed fit continues
+    the schedule from the restored epoch/step. Logs ``dsrelu/slope`` once per epoch.
+    """
+
+    def __init__(self, granularity: Literal["epoch", "step"] = "epoch") -> None:
+        if granularity not in ("epoch", "step"):
+            raise ConfigurationError(
+                f"SlopeScheduler granularity must be 'epoch' or 'step', got {granularity!r}"
+            )
+        self.granularity = granularity
+        self._layers: list[DSReLU] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._layers = dsrelu_modules(pl_module)
+        if stage != "fit" or not self._layers:
+            return
+        if self.granularity == "epoch" and (trainer.max_epochs is None or trainer.max_epochs < 1):
+            raise ConfigurationError(
+                f"SlopeScheduler(granularity='epoch') needs a finite trainer.max_epochs "
+                f"(got {trainer.max_epochs}): DSReLU's progress is current_epoch / max_epochs. "
+                "Set --trainer.max_epochs N, or use --slope_scheduler.granularity step "
+                "with --trainer.max_steps N"
+            )
+
+    def _progress(self, trainer: pl.Trainer) -> float:
+        if self.granularity == "epoch":
+            return trainer.current_epoch / trainer.max_epochs
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total < 1:
+            raise ConfigurationError(
+                "SlopeScheduler(granularity='step') needs a finite number of training steps: "
+                "set --trainer.max_steps or --trainer.max_epochs"
+            )
+        return trainer.global_step / total
+
+    def _apply(self, trainer: pl.Trainer) -> float:
+        t = min(max(self._progress(trainer), 0.0), 1.0)
+        for layer in self._layers:
+            layer.set_progress(t)
+        return t
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._layers:
+            return
+        t = self._apply(trainer)
+        pl_module.log("dsrelu/slope", self._layers[0].slope_at(t), on_step=False, on_epoch=True)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._layers and self.granularity == "step":
+            self._apply(trainer)
+
+
+class EpochTimer(Callback):
+    """Log ``time/epoch_s``: wall time of each training epoch, its validation pass included."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+
+    def _synchronize(self, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._synchronize(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._start is None:
+            return
+        self._synchronize(pl_module)
+        pl_module.log("time/epoch_s", time.perf_counter() - self._start, on_epoch=True)
+
+
+class MetricsHistory(Callback):
+    """Write every epoch's logged metrics to ``<log_dir>/epoch_metrics.csv`` (atomically).
+
+    One row per finished training epoch with all epoch-level metrics (train, val,
+    ``dsrelu/slope``, ``time/epoch_s``). Rows are part of the callback's checkpoint
+    state, so a resumed fit keeps the whole history. Place it after :class:`EpochTimer`.
+    """
+
+    filename = "epoch_metrics.csv"
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        row: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key, value in trainer.callback_metrics.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                row[key] = float(value)
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        if trainer.is_global_zero and trainer.log_dir is not None:
+            atomic_write_text(Path(trainer.log_dir) / self.filename, self.to_csv())
+
+    def to_csv(self) -> str:
+        """The history as CSV text (columns: epoch, step, then metric names sorted)."""
+        names = sorted({key for row in self.rows for key in row} - {"epoch", "step"})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["epoch", "step", *names], lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({**row, "epoch": int(row["epoch"]), "step": int(row["step"])})
+        return buffer.getvalue()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))

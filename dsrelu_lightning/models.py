@@ -1,0 +1,178 @@
+"""ResNet-34 with a pluggable activation at every site, and its LightningModule."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
+from torchvision.models import resnet34
+from torchvision.models.resnet import BasicBlock
+
+from dsrelu_lightning.activations import build_activation, dsrelu_modules
+from dsrelu_lightning.callbacks import SlopeScheduler
+from dsrelu_lightning.errors import ConfigurationError
+
+__all__ = ["ActivatedBasicBlock", "ResNetClassifier", "build_resnet34"]
+
+Stem = Literal["imagenet", "cifar"]
+
+
+class ActivatedBasicBlock(nn.Module):
+    """torchvision's BasicBlock with its own activation module at each of its two sites.
+
+    torchvision's block calls one shared ``self.relu`` twice; a scheduled activation
+    needs one module per site. Weights keep torchvision's names (conv1, bn1, ...).
+    """
+
+    def __init__(self, block: BasicBlock, make_activation: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = block.conv1, block.bn1
+        self.conv2, self.bn2 = block.conv2, block.bn2
+        self.downsample = block.downsample
+        self.stride = block.stride
+        self.act1 = make_activation()
+        self.act2 = make_activation()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.act2(out)
+
+
+def build_resnet34(
+    num_classes: int,
+    make_activation: Callable[[], nn.Module],
+    in_channels: int = 3,
+    stem: Stem = "imagenet",
+) -> nn.Module:
+    """torchvision's ResNet-34 (random init) with every activation site from ``make_activation``.
+
+    ``stem="imagenet"`` keeps torchvision's 7x7/2 convolution and max-pool (the paper's
+    setting); ``stem="cifar"`` uses a 3x3/1 convolution and no max-pool for small images.
+    """
+    if num_classes < 2:
+        raise ConfigurationError(f"num_classes must be >= 2, got {num_classes}")
+    if in_channels < 1:
+        raise ConfigurationError(f"in_channels must be >= 1, got {in_channels}")
+    model = resnet34(weights=None, num_classes=num_classes)
+    if stem == "imagenet":
+        if in_channels != 3:
+            model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    elif stem == "cifar":
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    else:
+        raise ConfigurationError(f"unknown stem {stem!r}; valid: 'imagenet', 'cifar'")
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.relu = make_activation()
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for index, block in enumerate(stage):
+            stage[index] = ActivatedBasicBlock(block, make_activation)
+    return model
+
+
+def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "auroc": MulticlassAUROC(num_classes, average="macro", thresholds=None),
+        },
+        prefix=prefix,
+    )
+
+
+class ResNetClassifier(pl.LightningModule):
+    """ResNet-34 image/signal classifier with a pluggable activation function.
+
+    Args:
+        num_classes: number of classes (linked from the data module by the CLI).
+        activation: a registered name (``"dsrelu"``, ``"relu"``, ``"mish"``...), an
+            ``nn.Module`` class or a zero-argument callable; each site gets a new module.
+        activation_args: keyword arguments for the activation, e.g.
+            ``{"initial_angle": 75, "final_angle": 30}`` for DSReLU.
+        in_channels: input channels (linked from the data module by the CLI).
+        stem: ``"imagenet"`` (7x7/2 conv + max-pool, the paper's) or ``"cifar"`` (3x3/1).
+        lr: Adam learning rate (the authors' code used 1e-3, the paper states 1e-4).
+        weight_decay: Adam weight decay (the paper used none).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        activation: str | Callable[[], nn.Module] = "dsrelu",
+        activation_args: dict[str, Any] | None = None,
+        in_channels: int = 3,
+        stem: Stem = "imagenet",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not lr > 0:
+            raise ConfigurationError(f"lr must be > 0, got {lr}")
+        if weight_decay < 0:
+            raise ConfigurationError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.save_hyperparameters()
+        kwargs = dict(activation_args or {})
+        build_activation(activation, **kwargs)  # fail fast on a bad name or argument
+        self.model = build_resnet34(
+            num_classes, lambda: build_activation(activation, **kwargs), in_channels, stem
+        )
+        self.train_metrics = _stage_metrics(num_classes, "train/")
+        self.val_metrics = _stage_metrics(num_classes, "val/")
+        self.test_metrics = _stage_metrics(num_classes, "test/")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        inputs, targets = batch
+        logits = self(inputs)
+        loss = F.cross_entropy(logits, targets)
+        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach().float().softmax(dim=-1), targets)
+        batch_size = targets.shape[0]
+        self.log(
+            f"{stage}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size
+        )
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(inputs).softmax(dim=-1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    def on_fit_start(self) -> None:
+        scheduled = [m for m in dsrelu_modules(self) if m.is_scheduled]
+        has_scheduler = any(isinstance(cb, SlopeScheduler) for cb in self.trainer.callbacks)
+        if scheduled and not has_scheduler:
+            warnings.warn(
+                f"the model has {len(scheduled)} DSReLU layers but the Trainer has no "
+                "SlopeScheduler callback: their slope stays frozen at its t=0 value. "
+                "Add dsrelu_lightning.SlopeScheduler() to the Trainer's callbacks.",
+                UserWarning,
+                stacklevel=2,
+            )

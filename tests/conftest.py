@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny, fast, CPU-only training settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_cpu() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_trainer_kwargs(tmp_path: Path) -> dict:
+    """Trainer settings for a real but short fit on digits."""
+    return {
+        "accelerator": "cpu",
+        "devices": 1,
+        "limit_train_batches": 2,
+        "limit_val_batches": 1,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "logger": False,
+        "default_root_dir": str(tmp_path),
+    }

@@ -1,0 +1,126 @@
+"""DSReLU against its formula, its validation, and the activation registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dsrelu_lightning import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
+
+
+def formula(x: torch.Tensor, t: float, a_deg: float, b_deg: float, k: float, neg: float):
+    a, b = math.tan(math.radians(a_deg)), math.tan(math.radians(b_deg))
+    s = a + (b - a) / (1 + math.exp(-k * (t - 0.5)))
+    return torch.where(x > 0, s * x, neg * x), s
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dsrelu_matches_formula_in_float64(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    t = float(torch.rand((), generator=gen))
+    a, b = 20 + 70 * float(torch.rand((), generator=gen)) * 0.95, 5 + 60 * float(torch.rand(()))
+    k = 1 + 9 * float(torch.rand((), generator=gen))
+    neg = float(torch.randn((), generator=gen))
+    act = DSReLU(a, b, k, neg).double()
+    act.set_progress(t)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = act(x)
+    expected, s = formula(x.detach(), t, a, b, k, neg)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    assert act.slope == pytest.approx(s, rel=1e-12)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    expected_grad = torch.where(x > 0, torch.full_like(x, s), torch.full_like(x, neg)).detach()
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(act, (x[:1, :1],))
+
+
+def test_paper_defaults_and_slope_endpoints() -> None:
+    act = DSReLU()
+    assert (act.initial_angle, act.final_angle, act.steepness, act.negative_slope) == (
+        85.0,
+        10.0,
+        5.0,
+        1.0,
+    )
+    a, b = math.tan(math.radians(85)), math.tan(math.radians(10))
+    assert act.slope == pytest.approx(a + (b - a) / (1 + math.exp(2.5)))
+    act.set_progress(1.0)
+    assert act.slope == pytest.approx(a + (b - a) / (1 + math.exp(-2.5)))
+    assert dsrelu_slope(0.5, a, b, 5.0) == pytest.approx((a + b) / 2)
+
+
+def test_dsrelu_slope_accepts_tensors() -> None:
+    t = torch.tensor([0.0, 0.5, 1.0])
+    out = dsrelu_slope(t, 2.0, 1.0, 5.0)
+    expected = torch.tensor([float(dsrelu_slope(float(v), 2.0, 1.0, 5.0)) for v in t])
+    torch.testing.assert_close(out, expected)
+
+
+def test_progress_is_a_saved_scalar_buffer() -> None:
+    act = DSReLU()
+    assert "progress" in dict(act.named_buffers())
+    act.set_progress(0.3)
+    state = act.state_dict()
+    assert state["progress"].shape == () and float(state["progress"]) == pytest.approx(0.3)
+    other = DSReLU()
+    other.load_state_dict(state)
+    assert other.slope == pytest.approx(act.slope)
+    assert act.to(torch.float64).progress.dtype == torch.float64
+
+
+@pytest.mark.parametrize("angle", [0.0, 90.0, -5.0, 120.0])
+def test_angles_outside_open_interval_raise(angle: float) -> None:
+    with pytest.raises(ValueError, match="initial_angle"):
+        DSReLU(initial_angle=angle)
+    with pytest.raises(ValueError, match="final_angle"):
+        DSReLU(final_angle=angle)
+
+
+@pytest.mark.parametrize("t", [-0.01, 1.01, float("nan")])
+def test_progress_outside_unit_interval_raises(t: float) -> None:
+    with pytest.raises(ValueError, match="progress"):
+        DSReLU().set_progress(t)
+
+
+def test_fixed_slope_variant_is_not_scheduled() -> None:
+    assert DSReLU(45, 45).is_scheduled is False
+    assert DSReLU().is_scheduled is True
+
+
+def test_registry_has_the_study_activations() -> None:
+    required = {"relu", "leaky_relu", "sigmoid", "tanh", "mish", "dsrelu"}
+    required |= {"gelu", "silu", "elu", "prelu"}
+    assert required <= set(ACTIVATIONS)
+    assert build_activation("leaky_relu").negative_slope == 0.01
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_build_activation_returns_new_module_each_call(name: str) -> None:
+    first, second = build_activation(name), build_activation(name.upper())
+    assert isinstance(first, nn.Module) and first is not second
+    assert type(first) is type(second)
+
+
+def test_build_activation_accepts_class_callable_and_kwargs() -> None:
+    assert isinstance(build_activation(nn.Tanh), nn.Tanh)
+    made = build_activation(lambda: DSReLU(75, 30))
+    assert (made.initial_angle, made.final_angle) == (75, 30)
+    variant = build_activation("dsrelu", initial_angle=80, final_angle=15, steepness=10)
+    assert (variant.initial_angle, variant.final_angle, variant.steepness) == (80, 15, 10)
+
+
+def test_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="unknown activation 'swishy'.*dsrelu.*relu"):
+        build_activation("swishy")
+
+
+def test_bad_kwargs_and_non_module_factories_raise() -> None:
+    with pytest.raises(ValueError, match="bad arguments"):
+        build_activation("relu", slope=3)
+    with pytest.raises(ValueError, match="not an nn.Module"):
+        build_activation(lambda: 3)
+    with pytest.raises(ValueError, match="must be a name"):
+        build_activation(42)  # type: ignore[arg-type]

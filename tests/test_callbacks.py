@@ -1,0 +1,128 @@
+"""SlopeScheduler in real fits (every layer, resume), the epoch timer and metrics history."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from dsrelu_lightning import DSReLU, EpochTimer, MetricsHistory, ResNetClassifier, SlopeScheduler
+from dsrelu_lightning.data import DigitsDataModule
+
+
+class ProgressProbe(Callback):
+    """Records every DSReLU's progress at each batch (what the forward pass really used)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, list[float]]] = []
+        self.at_train_start: list[float] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.at_train_start = [
+            float(m.progress) for m in pl_module.modules() if isinstance(m, DSReLU)
+        ]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        layers = [m for m in pl_module.modules() if isinstance(m, DSReLU)]
+        self.seen.append(
+            (trainer.current_epoch, trainer.global_step, [float(m.progress) for m in layers])
+        )
+
+
+class CrashAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def _model() -> ResNetClassifier:
+    return ResNetClassifier(10, in_channels=1, stem="cifar")
+
+
+def test_schedule_reaches_every_layer_each_epoch(tiny_trainer_kwargs: dict) -> None:
+    probe = ProgressProbe()
+    trainer = pl.Trainer(max_epochs=4, callbacks=[SlopeScheduler(), probe], **tiny_trainer_kwargs)
+    trainer.fit(_model(), DigitsDataModule(batch_size=16))
+    assert len(probe.seen) == 8
+    for epoch, _, values in probe.seen:
+        assert len(values) == 33
+        assert values == [pytest.approx(epoch / 4)] * 33
+
+
+def test_step_granularity_follows_global_step(tiny_trainer_kwargs: dict) -> None:
+    probe = ProgressProbe()
+    callbacks = [SlopeScheduler("step"), probe]
+    trainer = pl.Trainer(max_epochs=2, callbacks=callbacks, **tiny_trainer_kwargs)
+    trainer.fit(_model(), DigitsDataModule(batch_size=16))
+    assert [v[0] for _, _, v in probe.seen] == pytest.approx([0, 0.25, 0.5, 0.75])
+    assert all(len(set(v)) == 1 for _, _, v in probe.seen)
+
+
+def test_resume_after_crash_continues_the_schedule_exactly(
+    tiny_trainer_kwargs: dict, tmp_path: Path
+) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+
+    def trainer(*extra: Callback) -> pl.Trainer:
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True)
+        callbacks = [SlopeScheduler(), checkpoint, *extra]
+        return pl.Trainer(max_epochs=4, callbacks=callbacks, **tiny_trainer_kwargs)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer(CrashAt(epoch=2)).fit(_model(), DigitsDataModule(batch_size=16))
+    probe = ProgressProbe()
+    trainer(probe).fit(_model(), DigitsDataModule(batch_size=16), ckpt_path=ckpt_dir / "last.ckpt")
+    # The fresh model's buffers were restored from the checkpoint (epoch 1: t = 1/4) ...
+    assert probe.at_train_start == [pytest.approx(0.25)] * 33
+    # ... and the schedule continues at epochs 2 and 3, exactly as without the crash.
+    assert [(e, v) for e, _, v in probe.seen] == [
+        (2, [pytest.approx(0.5)] * 33),
+        (2, [pytest.approx(0.5)] * 33),
+        (3, [pytest.approx(0.75)] * 33),
+        (3, [pytest.approx(0.75)] * 33),
+    ]
+
+
+def test_fit_without_scheduler_warns(tiny_trainer_kwargs: dict) -> None:
+    trainer = pl.Trainer(max_epochs=1, **tiny_trainer_kwargs)
+    with pytest.warns(UserWarning, match="no SlopeScheduler"):
+        trainer.fit(_model(), DigitsDataModule(batch_size=16))
+
+
+def test_unbounded_epochs_are_refused_for_epoch_granularity(tiny_trainer_kwargs: dict) -> None:
+    kwargs = {**tiny_trainer_kwargs, "max_steps": 2}
+    trainer = pl.Trainer(max_epochs=-1, callbacks=[SlopeScheduler()], **kwargs)
+    with pytest.raises(ValueError, match="finite trainer.max_epochs"):
+        trainer.fit(_model(), DigitsDataModule(batch_size=16))
+
+
+def test_bad_granularity_raises() -> None:
+    with pytest.raises(ValueError, match="granularity"):
+        SlopeScheduler("batch")  # type: ignore[arg-type]
+
+
+def test_timer_slope_and_history_are_logged_per_epoch(
+    tiny_trainer_kwargs: dict, tmp_path: Path
+) -> None:
+    kwargs = {**tiny_trainer_kwargs, "logger": CSVLogger(tmp_path, name="run")}
+    history = MetricsHistory()
+    callbacks = [SlopeScheduler(), EpochTimer(), history]
+    trainer = pl.Trainer(max_epochs=2, callbacks=callbacks, **kwargs)
+    trainer.fit(_model(), DigitsDataModule(batch_size=16))
+    rows = list(csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    for row in rows:
+        assert float(row["time/epoch_s"]) > 0
+        for stage in ("train", "val"):
+            for name in ("loss", "acc", "f1", "auroc"):
+                assert row[f"{stage}/{name}"] != ""
+    slope = DSReLU().slope_at
+    assert [float(r["dsrelu/slope"]) for r in rows] == pytest.approx([slope(0), slope(0.5)])
+    assert history.state_dict()["rows"][1]["epoch"] == 1

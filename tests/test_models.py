@@ -1,0 +1,80 @@
+"""ResNet-34 with every activation site replaced, and the LightningModule's interface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dsrelu_lightning import DSReLU, ResNetClassifier
+from dsrelu_lightning.models import ActivatedBasicBlock, build_resnet34
+
+
+def _count_activation_calls(model: nn.Module, kind: type[nn.Module], x: torch.Tensor) -> list:
+    called = []
+    hooks = [
+        m.register_forward_hook(lambda mod, *_: called.append(mod))
+        for m in model.modules()
+        if isinstance(m, kind)
+    ]
+    model(x)
+    for hook in hooks:
+        hook.remove()
+    return called
+
+
+@pytest.mark.parametrize("stem", ["imagenet", "cifar"])
+def test_every_activation_site_runs_its_own_module(stem: str) -> None:
+    model = build_resnet34(10, DSReLU, in_channels=1, stem=stem)
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    assert sum(isinstance(m, ActivatedBasicBlock) for m in model.modules()) == 16
+    called = _count_activation_calls(model, DSReLU, torch.randn(2, 1, 32, 32))
+    assert len(called) == 33  # stem + 2 sites x 16 blocks
+    assert len({id(m) for m in called}) == 33  # each site a distinct module
+
+
+def test_stems_and_input_channels() -> None:
+    imagenet = build_resnet34(5, nn.ReLU, in_channels=3, stem="imagenet")
+    cifar = build_resnet34(5, nn.ReLU, in_channels=1, stem="cifar")
+    assert imagenet.conv1.kernel_size == (7, 7) and imagenet.conv1.stride == (2, 2)
+    assert isinstance(imagenet.maxpool, nn.MaxPool2d)
+    assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
+    assert cifar.conv1.in_channels == 1 and isinstance(cifar.maxpool, nn.Identity)
+    assert imagenet(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+    assert cifar(torch.randn(2, 1, 8, 8)).shape == (2, 5)
+    with pytest.raises(ValueError, match="unknown stem"):
+        build_resnet34(5, nn.ReLU, stem="tiny")  # type: ignore[arg-type]
+
+
+def test_one_dimensional_signals_fit_the_2d_network() -> None:
+    model = build_resnet34(5, nn.ReLU, in_channels=1, stem="imagenet")
+    assert model(torch.randn(3, 1, 1, 187)).shape == (3, 5)
+
+
+def test_classifier_uses_the_factory_and_activation_args() -> None:
+    module = ResNetClassifier(
+        10, activation="dsrelu", activation_args={"initial_angle": 75, "final_angle": 30}
+    )
+    layers = [m for m in module.modules() if isinstance(m, DSReLU)]
+    assert len(layers) == 33
+    assert all((m.initial_angle, m.final_angle) == (75, 30) for m in layers)
+    assert len({id(m) for m in layers}) == 33
+    mish = ResNetClassifier(10, activation="Mish")
+    assert sum(isinstance(m, nn.Mish) for m in mish.modules()) == 33
+
+
+def test_classifier_rejects_bad_configuration() -> None:
+    with pytest.raises(ValueError, match="unknown activation"):
+        ResNetClassifier(10, activation="nope")
+    with pytest.raises(ValueError, match="initial_angle"):
+        ResNetClassifier(10, activation_args={"initial_angle": 95})
+    with pytest.raises(ValueError, match="lr"):
+        ResNetClassifier(10, lr=0)
+    with pytest.raises(ValueError, match="num_classes"):
+        ResNetClassifier(1)
+
+
+def test_hyperparameters_are_saved_for_checkpoint_reload() -> None:
+    module = ResNetClassifier(7, activation="tanh", in_channels=1, stem="cifar", lr=1e-4)
+    assert module.hparams.num_classes == 7 and module.hparams.activation == "tanh"
+    assert module.hparams.lr == 1e-4 and module.hparams.stem == "cifar"
