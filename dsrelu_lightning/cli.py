@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -48,28 +49,68 @@ class DSReLUCLI(LightningCLI):
 
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> DSReLUCLI:
-    """Build (and by default run) the CLI on ``args`` (``sys.argv[1:]`` when None)."""
+    """Build (and by default run) the CLI on ``args`` (``sys.argv[1:]`` when None).
+
+    Parse errors raise ``argparse.ArgumentError`` instead of printing the whole usage,
+    so that :func:`main` can report them as one line.
+    """
+    quiet = {"exit_on_error": False}
     return DSReLUCLI(
         ResNetClassifier,
         KFoldDataModule,
         subclass_mode_data=True,
         seed_everything_default=42,
+        parser_kwargs={**quiet, **{name: dict(quiet) for name in DSReLUCLI.subcommands()}},
         args=list(args) if args is not None else None,
         run=run,
         auto_configure_optimizers=False,
     )
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for a user error anywhere in ``exc``'s chain, else None.
+
+    jsonargparse wraps errors raised while instantiating classes, so the
+    ConfigurationError may sit in ``__cause__``/``__context__``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConfigurationError):
+            return str(current)
+        current = current.__cause__ or current.__context__
+    if isinstance(exc, argparse.ArgumentError):
+        return f"{_summarise_parse_error(str(exc))}; run with --help for the accepted options"
+    return None
+
+
+def _summarise_parse_error(text: str) -> str:
+    """One line out of jsonargparse's multi-line parse error."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "invalid arguments"
+    head, rest = lines[0].rstrip(":"), lines[1:]
+    if not rest:
+        return head
+    if rest[0].startswith("Does not validate"):
+        expected = " or ".join(line[2:] for line in rest if line.startswith("- "))
+        given = next((line for line in rest if line.startswith("Given value:")), "")
+        return f"{head}: {given} ({expected})"
+    return f"{head}: {rest[0]}"
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point: ``python -m dsrelu_lightning`` / ``dsrelu-lightning``.
 
-    Bad input ends with one line on stderr and exit status 2; set
-    ``DSRELU_LIGHTNING_DEBUG=1`` to see the traceback instead.
+    Bad input ends with one line on stderr and exit status 2, without a traceback;
+    set ``DSRELU_LIGHTNING_DEBUG=1`` to see the traceback instead.
     """
     try:
         build_cli(args)
-    except ConfigurationError as exc:
-        if os.environ.get(DEBUG_ENV):
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None or os.environ.get(DEBUG_ENV):
             raise
-        print(f"dsrelu-lightning: error: {exc}", file=sys.stderr)
+        print(f"dsrelu-lightning: error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,136 @@
+"""The command line end to end, and its handling of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dsrelu_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "digits.yaml")
+QUICK = [
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.num_sanity_val_steps=0",
+]
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def test_fast_dev_run_as_a_user_types_it(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", "--config", CONFIG]
+    cmd += ["--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_fit_logs_metrics_slope_and_time_to_tensorboard(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["fit", "--config", CONFIG, "--trainer.max_epochs=2", *QUICK]
+    code, err = run_main(capsys, *args, f"--trainer.default_root_dir={tmp_path}")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "lightning_logs").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {f"{s}/{m}" for s in ("train", "val") for m in ("loss", "acc", "f1", "auroc")}
+    assert expected | {"dsrelu/slope", "time/epoch_s"} <= tags
+    slopes = [e.value for e in events.Scalars("dsrelu/slope")]
+    assert len(slopes) == 2 and slopes[0] > slopes[1]
+    assert (run_dir / "epoch_metrics.csv").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "config.yaml").is_file()
+
+    # validate from the checkpoint reloads it, with the checkpoint's slope (epoch 1: t = 0.5).
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    code, err = run_main(capsys, "validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *QUICK[1:])
+    assert code == 0, err
+
+
+def test_overrides_reach_the_model_and_data(capsys: pytest.CaptureFixture[str]) -> None:
+    from dsrelu_lightning.cli import build_cli
+
+    cli = build_cli(
+        [
+            "--config",
+            CONFIG,
+            "--model.activation=mish",
+            "--data.fold_index=3",
+            "--model.lr=0.0001",
+        ],
+        run=False,
+    )
+    assert cli.model.hparams.activation == "mish" and cli.model.hparams.lr == 1e-4
+    assert cli.datamodule.fold_index == 3
+    assert (cli.model.hparams.num_classes, cli.model.hparams.in_channels) == (10, 1)
+    names = {type(cb).__name__ for cb in cli.trainer.callbacks}
+    required = {"SlopeScheduler", "EarlyStopping", "ModelCheckpoint", "EpochTimer"}
+    assert required | {"MetricsHistory"} <= names
+    stopper = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "EarlyStopping")
+    assert (stopper.monitor, stopper.patience) == ("val/loss", 15)
+
+
+def test_dsrelu_angles_are_settable_from_the_command_line() -> None:
+    from dsrelu_lightning import DSReLU
+    from dsrelu_lightning.cli import build_cli
+
+    args = '--model.activation_args={"initial_angle": 75, "final_angle": 30, "steepness": 10}'
+    cli = build_cli(["--config", CONFIG, args], run=False)
+    layers = [m for m in cli.model.modules() if isinstance(m, DSReLU)]
+    assert len(layers) == 33
+    assert {(m.initial_angle, m.final_angle, m.steepness) for m in layers} == {(75, 30, 10)}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.activation=swishy"], "unknown activation 'swishy'; valid names:"),
+        (["--data.fold_index=7"], "fold_index must lie in [0, 4]"),
+        (["--data.num_folds=1"], "num_folds must be >= 2"),
+        (["--data.batch_size=0"], "batch_size must be >= 1"),
+        (["--trainer.max_epochs=-1", "--trainer.max_steps=1"], "needs a finite trainer.max_epochs"),
+        (['--model.activation_args={"initial_angle": 95}'], "initial_angle=95"),
+        (["--model.stem=tiny"], 'Parser key "model.stem"'),
+        (["--config=does/not/exist.yaml"], "File does not exist"),
+    ],
+)
+def test_bad_input_gives_one_line_and_nonzero_exit(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "lightning_logs" / "version_0" / "keep.txt"
+    existing.parent.mkdir(parents=True)
+    existing.write_text("results")
+    code, err = run_main(
+        capsys, "fit", "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", *QUICK, *args
+    )
+    assert code == 2
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], err
+    assert err.strip().splitlines()[-1] == errors[0]
+    assert existing.read_text() == "results"
+
+
+def test_print_config_output(capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", CONFIG, "--print_config"])
+    assert exc.value.code in (0, None)
+    out = capfd.readouterr().out
+    assert "class_path: dsrelu_lightning.data.DigitsDataModule" in out
+    assert "monitor: val/loss" in out and "activation: dsrelu" in out
