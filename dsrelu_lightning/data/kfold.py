@@ -1,0 +1,275 @@
+"""The shared k-fold base: stratified, deterministic folds over a pool, plus a test set."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from dsrelu_lightning.errors import ConfigurationError
+
+__all__ = [
+    "KFoldDataModule",
+    "dataset_labels",
+    "format_class_counts",
+    "holdout_indices",
+    "kfold_indices",
+]
+
+
+def kfold_indices(
+    labels: np.ndarray,
+    num_folds: int,
+    fold_index: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices of fold ``fold_index`` of a stratified k-fold split.
+
+    Folds are shuffled with ``seed`` (deterministic), their validation parts are
+    disjoint and together cover every index. With ``groups`` (e.g. patient ids) the
+    split is scikit-learn's StratifiedGroupKFold: no group in both train and validation.
+    """
+    _check_folds(num_folds, fold_index)
+    labels = np.asarray(labels)
+    placeholder = np.zeros(len(labels))
+    if groups is None:
+        splitter: Any = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(placeholder, labels)
+    else:
+        if len(np.unique(groups)) < num_folds:
+            raise ConfigurationError(
+                f"num_folds={num_folds} exceeds the {len(np.unique(groups))} groups in the data"
+            )
+        splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(placeholder, labels, groups)
+    for index, (train, val) in enumerate(splits):
+        if index == fold_index:
+            return train, val
+    raise AssertionError("unreachable: fold_index was checked")  # pragma: no cover
+
+
+def holdout_indices(
+    labels: np.ndarray,
+    test_fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (pool, test) indices: ``test_fraction`` of the samples are held out.
+
+    With ``groups`` (e.g. patient ids) whole groups are held out: the test part is one
+    fold of a StratifiedGroupKFold with ``round(1 / test_fraction)`` folds, so its share
+    is about ``test_fraction`` and no group is on both sides.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    indices = np.arange(len(labels))
+    if groups is None:
+        pool, test = train_test_split(
+            indices, test_size=test_fraction, stratify=labels, random_state=seed
+        )
+        return np.sort(pool), np.sort(test)
+    num_parts = max(2, round(1.0 / test_fraction))
+    if len(np.unique(groups)) < num_parts:
+        raise ConfigurationError(
+            f"test_fraction={test_fraction} needs at least {num_parts} groups to hold whole "
+            f"groups out, but the data has {len(np.unique(groups))}"
+        )
+    splitter = StratifiedGroupKFold(n_splits=num_parts, shuffle=True, random_state=seed)
+    pool, test = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    return np.sort(pool), np.sort(test)
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """The integer class label of every sample of ``dataset``, without loading its inputs.
+
+    Understands a ``labels`` or ``targets`` attribute, TensorDataset (last tensor) and
+    Subset; any other dataset is iterated.
+    """
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    for name in ("labels", "targets"):
+        labels = getattr(dataset, name, None)
+        if labels is not None:
+            return np.asarray(labels, dtype=np.int64)
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[-1].numpy().astype(np.int64)
+    return np.asarray([int(target) for _, target in dataset], dtype=np.int64)  # type: ignore[attr-defined]
+
+
+def format_class_counts(
+    counts: dict[str, list[int]], class_names: Sequence[str] | None = None
+) -> str:
+    """Human-readable class counts per split, one line each.
+
+    Up to 10 classes are listed with their share of the split; more are summarised as
+    the smallest and largest class.
+    """
+    lines = []
+    for split, per_class in counts.items():
+        total = sum(per_class)
+        head = f"  {split:<5} {total:>8,}"
+        if len(per_class) <= 10:
+            names = class_names or [str(index) for index in range(len(per_class))]
+            parts = [
+                f"{name} {count:,} ({100.0 * count / max(total, 1):.1f}%)"
+                for name, count in zip(names, per_class, strict=True)
+            ]
+            lines.append(f"{head}: " + ", ".join(parts))
+        else:
+            lines.append(
+                f"{head}: {len(per_class)} classes, {min(per_class):,} to "
+                f"{max(per_class):,} per class"
+            )
+    return "\n".join(lines)
+
+
+def _check_folds(num_folds: int, fold_index: int) -> None:
+    if num_folds < 2:
+        raise ConfigurationError(f"num_folds must be >= 2, got {num_folds}")
+    if not 0 <= fold_index < num_folds:
+        raise ConfigurationError(
+            f"fold_index must lie in [0, {num_folds - 1}] for num_folds={num_folds}, "
+            f"got {fold_index}"
+        )
+
+
+class KFoldDataModule(pl.LightningDataModule, ABC):
+    """Base of every data module: fold ``fold_index`` of ``num_folds`` is validation.
+
+    Subclasses set ``num_classes`` and ``in_channels`` in ``__init__`` (the CLI links
+    them into the model) and implement :meth:`load_pool`; they may override
+    :meth:`load_test` (the held-out test set), :meth:`pool_groups` (subject ids for a
+    group-aware split) and :meth:`train_view` (e.g. augmentation of the training split
+    only), and may set ``class_names``. The first :meth:`setup` builds every split and
+    logs :meth:`summary`, the class counts of each split, once.
+
+    Args:
+        data_dir: where the dataset lives (or is downloaded to).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        num_folds: number of cross-validation folds (>= 2).
+        fold_index: which fold is the validation set, in [0, num_folds).
+        seed: seed of the fold shuffling; the same seed gives the same folds.
+        download: fetch the data in ``prepare_data`` where a public source exists.
+    """
+
+    num_classes: int
+    in_channels: int
+    class_names: Sequence[str] | None = None
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        num_folds: int = 5,
+        fold_index: int = 0,
+        seed: int = 42,
+        download: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_folds(num_folds, fold_index)
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigurationError(f"num_workers must be >= 0, got {num_workers}")
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_folds = num_folds
+        self.fold_index = fold_index
+        self.seed = seed
+        self.download = download
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self._split_labels: dict[str, np.ndarray] = {}
+
+    @abstractmethod
+    def load_pool(self) -> tuple[Dataset, np.ndarray]:
+        """The dataset split into folds, and its integer class labels (one per sample)."""
+
+    def load_test(self) -> Dataset | None:
+        """The held-out test set, or None where the dataset has none."""
+        return None
+
+    def pool_groups(self) -> np.ndarray | None:
+        """Group id per pool sample (e.g. patient) for a group-aware split, or None."""
+        return None
+
+    def train_view(self, pool: Dataset) -> Dataset:
+        """The pool as the training split sees it (validation always sees ``pool``).
+
+        Override to add training-only augmentation; the default returns ``pool``.
+        """
+        return pool
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build train/val (fold ``fold_index``) and test once, whatever the stage.
+
+        The test set is built with the folds so that the logged summary shows every
+        split's class balance before training starts.
+        """
+        if self._split_labels:
+            return
+        pool, labels = self.load_pool()
+        labels = np.asarray(labels)
+        train, val = kfold_indices(
+            labels, self.num_folds, self.fold_index, self.seed, self.pool_groups()
+        )
+        self.train_dataset = Subset(self.train_view(pool), train.tolist())
+        self.val_dataset = Subset(pool, val.tolist())
+        self.test_dataset = self.load_test()
+        split_labels = {"train": labels[train], "val": labels[val]}
+        if self.test_dataset is not None:
+            split_labels["test"] = dataset_labels(self.test_dataset)
+        self._split_labels = split_labels
+        rank_zero_info(
+            f"{type(self).__name__} fold {self.fold_index} of {self.num_folds}, samples "
+            f"per class:\n{format_class_counts(self.summary(), self.class_names)}"
+        )
+
+    def summary(self) -> dict[str, list[int]]:
+        """Class counts of each split: ``{"train": [...], "val": [...], "test": [...]}``.
+
+        One count per class index; ``"test"`` is absent where there is no test set.
+        Calls :meth:`setup` first if needed.
+        """
+        if not self._split_labels:
+            self.setup()
+        return {
+            split: np.bincount(labels, minlength=self.num_classes).tolist()
+            for split, labels in self._split_labels.items()
+        }
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise ConfigurationError(f"{type(self).__name__} has no such split for this stage")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset or self.val_dataset, shuffle=False)
