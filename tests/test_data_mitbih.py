@@ -199,6 +199,12 @@ def test_corrupt_record_is_named_and_leaves_no_partial_files(records_dir: Path) 
     assert not list((records_dir / "cache").glob("103-*"))
 
 
+def test_too_few_beats_to_stratify_is_a_clear_error(tmp_path: Path) -> None:
+    write_wfdb_record(tmp_path, "100", num_beats=8)  # a single S, V and F beat
+    with pytest.raises(ConfigurationError, match="cannot hold out a stratified test_fraction"):
+        MITBIHDataModule(data_dir=str(tmp_path), num_folds=2).setup("fit")
+
+
 def test_missing_records_get_one_clear_message(tmp_path: Path, records_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match="--data.download true"):
         MITBIHDataModule(data_dir=str(tmp_path / "empty")).setup("fit")

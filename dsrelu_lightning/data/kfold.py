@@ -50,9 +50,14 @@ def kfold_indices(
             )
         splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
         splits = splitter.split(placeholder, labels, groups)
-    for index, (train, val) in enumerate(splits):
-        if index == fold_index:
-            return train, val
+    try:
+        for index, (train, val) in enumerate(splits):
+            if index == fold_index:
+                return train, val
+    except ValueError as exc:  # scikit-learn's verdict on data too small to split
+        raise ConfigurationError(
+            f"cannot split {len(labels)} samples into {num_folds} stratified folds: {exc}"
+        ) from exc
     raise AssertionError("unreachable: fold_index was checked")  # pragma: no cover
 
 
@@ -71,19 +76,25 @@ def holdout_indices(
     if not 0.0 < test_fraction < 1.0:
         raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     indices = np.arange(len(labels))
-    if groups is None:
-        pool, test = train_test_split(
-            indices, test_size=test_fraction, stratify=labels, random_state=seed
-        )
-        return np.sort(pool), np.sort(test)
     num_parts = max(2, round(1.0 / test_fraction))
-    if len(np.unique(groups)) < num_parts:
+    if groups is not None and len(np.unique(groups)) < num_parts:
         raise ConfigurationError(
             f"test_fraction={test_fraction} needs at least {num_parts} groups to hold whole "
             f"groups out, but the data has {len(np.unique(groups))}"
         )
-    splitter = StratifiedGroupKFold(n_splits=num_parts, shuffle=True, random_state=seed)
-    pool, test = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    try:
+        if groups is None:
+            pool, test = train_test_split(
+                indices, test_size=test_fraction, stratify=labels, random_state=seed
+            )
+        else:
+            splitter = StratifiedGroupKFold(n_splits=num_parts, shuffle=True, random_state=seed)
+            pool, test = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    except ValueError as exc:  # e.g. a class with a single sample cannot be stratified
+        raise ConfigurationError(
+            f"cannot hold out a stratified test_fraction={test_fraction} of {len(labels)} "
+            f"samples: {exc}"
+        ) from exc
     return np.sort(pool), np.sort(test)
 
 
