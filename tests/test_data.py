@@ -80,3 +80,20 @@ def test_digits_bad_arguments() -> None:
         DigitsDataModule(batch_size=0)
     with pytest.raises(ValueError, match="test_fraction"):
         DigitsDataModule(test_fraction=0.0)
+
+
+def test_summary_counts_every_split_and_setup_logs_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dsrelu_lightning.data import kfold
+
+    logged: list[str] = []
+    monkeypatch.setattr(kfold, "rank_zero_info", logged.append)
+    dm = DigitsDataModule()
+    counts = dm.summary()  # sets up on first use
+    dm.setup("fit")
+    dm.setup("test")
+    assert set(counts) == {"train", "val", "test"} and all(len(c) == 10 for c in counts.values())
+    assert sum(map(sum, counts.values())) == 1797
+    assert counts["val"] == np.bincount(dm.val_dataset[:][1].numpy(), minlength=10).tolist()
+    assert len(logged) == 1 and "test" in logged[0] and "%)" in logged[0]
