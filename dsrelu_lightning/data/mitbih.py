@@ -100,7 +100,7 @@ class MITBIHDataModule(KFoldDataModule):
             raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         self.source = source
         self.split = split
-        self.records = None if records is None else [str(name) for name in records]
+        self.records = None if records is None else list(dict.fromkeys(map(str, records)))
         self.test_fraction = test_fraction
         self.num_classes = len(AAMI_CLASSES)
         self.in_channels = 1
