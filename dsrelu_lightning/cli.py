@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,14 @@ from dsrelu_lightning.models import ResNetClassifier
 __all__ = ["DSReLUCLI", "main"]
 
 DEBUG_ENV = "DSRELU_LIGHTNING_DEBUG"
+
+# Commands beside LightningCLI's: name -> "module:function" taking the remaining arguments
+# (imported on use: those modules build on this one).
+GRID_COMMANDS = {
+    "benchmark": "dsrelu_lightning.benchmark:benchmark_main",
+    "cv": "dsrelu_lightning.benchmark:cv_main",
+    "report": "dsrelu_lightning.report:report_main",
+}
 
 
 class DSReLUCLI(LightningCLI):
@@ -106,8 +115,13 @@ def main(args: Sequence[str] | None = None) -> None:
     Bad input ends with one line on stderr and exit status 2, without a traceback;
     set ``DSRELU_LIGHTNING_DEBUG=1`` to see the traceback instead.
     """
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        build_cli(args)
+        if argv and argv[0] in GRID_COMMANDS:
+            module, function = GRID_COMMANDS[argv[0]].split(":")
+            getattr(importlib.import_module(module), function)(argv[1:])
+        else:
+            build_cli(args)
     except Exception as exc:
         message = user_error_message(exc)
         if message is None or os.environ.get(DEBUG_ENV):

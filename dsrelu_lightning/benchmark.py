@@ -1,0 +1,479 @@
+"""The benchmark runner: one isolated, resumable LightningCLI fit per grid cell.
+
+A cell is exactly ``python -m dsrelu_lightning fit --config <config> <overrides> <cell
+args>`` (see :func:`cell_args`; its ``result.json`` records the command), run in its own
+folder ``<output>/<dataset>/<label>/fold<k>/`` with its TensorBoard logs, config.yaml,
+epoch_metrics.csv, checkpoints/ and, once finished, ``result.json`` (written atomically).
+
+On a rerun a cell with a ``result.json`` is skipped; one without resumes from its own
+``checkpoints/last.ckpt``, or starts afresh when there is none, so a grid killed at any
+moment (kill -9 included) completes by rerunning the same command.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import pickle
+import platform
+import shlex
+import shutil
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning
+import lightning.pytorch as pl
+import torch
+import torchmetrics
+import yaml
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.cli import SaveConfigCallback
+
+import dsrelu_lightning
+from dsrelu_lightning.callbacks import MetricsHistory
+from dsrelu_lightning.cli import build_cli
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.grid import (
+    PAPER_ACTIVATIONS,
+    RESULT_FILE,
+    Cell,
+    Grid,
+    Variant,
+    check_name,
+    grid_cells,
+    load_grid,
+    parse_folds,
+    parse_shard,
+    select_variants,
+    shard_cells,
+)
+from dsrelu_lightning.io import atomic_write_json
+from dsrelu_lightning.report import CommandParser, write_report
+
+__all__ = [
+    "ConfigInfo",
+    "benchmark_main",
+    "cell_args",
+    "cv_main",
+    "inspect_config",
+    "run_benchmark",
+    "run_cell",
+]
+
+STAGES = ("train", "val")
+METRICS = ("acc", "f1", "auroc", "loss")
+
+# Keys the grid sets for every cell; a user override of them would be silently replaced.
+_CELL_KEYS = (
+    "data.fold_index",
+    "data.init_args.fold_index",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "checkpoint.dirpath",
+)
+_VARIANT_KEYS = ("model.activation", "model.activation_args")
+
+CellOutcome = Literal["skipped", "finished", "resumed"]
+
+
+@dataclass(frozen=True)
+class ConfigInfo:
+    """What the grid needs from a dataset config resolved with the user's overrides."""
+
+    num_folds: int
+    seed: int | bool
+    activation: str
+    activation_args: dict[str, Any] | None
+
+
+def _build_cli(args: Sequence[str]) -> Any:
+    with warnings.catch_warnings():
+        # Each cell passes its own args while sys.argv still holds the grid command's.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return build_cli(args, run=False)
+
+
+def inspect_config(config: str | Path, overrides: Sequence[str] = ()) -> ConfigInfo:
+    """Resolve ``config`` with ``overrides`` once, before any cell runs: bad input fails fast."""
+    cli = _build_cli(["--config", str(config), *overrides, "--trainer.logger", "false"])
+    if cli.trainer.fast_dev_run:
+        raise ConfigurationError(
+            "--trainer.fast_dev_run records no epochs or checkpoints, so a cell would have no "
+            "result; use e.g. --trainer.max_epochs 1 --trainer.limit_train_batches 2 instead"
+        )
+    if cli.trainer.limit_val_batches == 0:
+        raise ConfigurationError(
+            "benchmark cells pick their best epoch by val/loss: validation must run "
+            "(remove --trainer.limit_val_batches 0)"
+        )
+    model = cli.config["model"]
+    args = model.get("activation_args")
+    info = ConfigInfo(
+        num_folds=int(cli.datamodule.num_folds),
+        seed=cli.config["seed_everything"],
+        activation=str(model["activation"]),
+        activation_args=dict(args) if args is not None else None,
+    )
+    del cli
+    gc.collect()
+    return info
+
+
+def cell_args(
+    cell: Cell, output: str | Path, overrides: Sequence[str], seed: int | bool
+) -> list[str]:
+    """The LightningCLI arguments (without ``fit``) of ``cell``'s run."""
+    directory = str(cell.directory(output))
+    logger = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": directory, "name": "", "version": ""},
+    }
+    return [
+        "--config",
+        str(cell.config),
+        *overrides,
+        *cell.variant.cli_args(),
+        "--data.init_args.fold_index",
+        str(cell.fold),
+        "--seed_everything",
+        json.dumps(seed),
+        "--trainer.default_root_dir",
+        directory,
+        "--trainer.logger",
+        json.dumps(logger),
+        "--checkpoint.dirpath",
+        str(Path(directory) / "checkpoints"),
+    ]
+
+
+class _KeepStopped(Callback):
+    """End a resumed fit at once when the restored EarlyStopping had already stopped it.
+
+    Lightning restores EarlyStopping's state but not ``trainer.should_stop``, so a fit
+    resumed after an early stop would train on (and could find a new best epoch).
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if any(_stop_reason(cb) for cb in trainer.callbacks if isinstance(cb, EarlyStopping)):
+            trainer.should_stop = True
+
+
+def _stop_reason(early_stopping: EarlyStopping) -> str | None:
+    reason = getattr(early_stopping, "stopping_reason", None)
+    if reason is None or reason.value == 0:  # NOT_STOPPED
+        return None
+    return early_stopping.stopping_reason_message or reason.name.lower()
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch ``path`` was saved at, or None when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError):
+        print(f"  {path} is unreadable: starting the cell afresh", flush=True)
+        return None
+    return int(checkpoint.get("epoch", 0))
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = sorted(set(before) | set(after))
+        return [
+            c for k in keys for c in _changed_keys(before.get(k), after.get(k), f"{prefix}{k}.")
+        ]
+    return [] if before == after else [prefix.rstrip(".")]
+
+
+def _allow_resume(cli: Any, cell: Cell, directory: Path) -> None:
+    """Check the cell's saved config matches this run's, and let it be rewritten."""
+    for callback in cli.trainer.callbacks:
+        if not isinstance(callback, SaveConfigCallback):
+            continue
+        saved = directory / callback.config_filename
+        if saved.is_file():
+            before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            now = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+            changed = _changed_keys(before, now)
+            if changed:
+                raise ConfigurationError(
+                    f"cell {cell.name} was started with another configuration "
+                    f"({', '.join(changed[:4])} changed): rerun with the original arguments, "
+                    f"or delete {str(directory)!r} to start that cell afresh"
+                )
+        callback.overwrite = True
+
+
+def _fit(cli: Any, ckpt_path: Path | None) -> None:
+    """Fit as LightningCLI's ``fit`` subcommand does (with its before/after hooks)."""
+    before, after = getattr(cli, "before_fit", None), getattr(cli, "after_fit", None)
+    if callable(before):
+        before()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    if callable(after):
+        after()
+
+
+def _best_row(rows: Sequence[Mapping[str, float]]) -> Mapping[str, float] | None:
+    """The epoch with the lowest finite val/loss (the first one on ties, as ModelCheckpoint)."""
+    finite = [r for r in rows if r.get("val/loss") is not None and r["val/loss"] == r["val/loss"]]
+    return min(finite, key=lambda r: r["val/loss"], default=None)
+
+
+def _test_metrics(cli: Any) -> dict[str, float] | None:
+    """Test metrics of the best checkpoint, where the data module has a test set."""
+    checkpoint = cli.trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.best_model_path:
+        return None
+    cli.datamodule.setup("test")
+    if getattr(cli.datamodule, "test_dataset", None) is None:
+        return None
+    (logged,) = cli.trainer.test(
+        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
+    )
+    return {name: float(logged[f"test/{name}"]) for name in METRICS if f"test/{name}" in logged}
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "dsrelu_lightning": dsrelu_lightning.__version__,
+    }
+
+
+def _device(trainer: pl.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({_cpu_model()}, {os.cpu_count()} logical CPUs)"
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one attempt at a cell produced."""
+
+    rows: Sequence[Mapping[str, float]]
+    test: dict[str, float] | None
+    resumed_from: int | None
+    wall_time_s: float
+
+
+def _result(cell: Cell, cli: Any, args: Sequence[str], run: _Run) -> dict[str, Any]:
+    rows = run.rows
+    best = _best_row(rows)
+    model = cli.config["model"]
+    early_stop = [_stop_reason(cb) for cb in cli.trainer.callbacks if isinstance(cb, EarlyStopping)]
+    times = [r["time/epoch_s"] for r in rows if r.get("time/epoch_s") is not None]
+    checkpoint = cli.trainer.checkpoint_callback
+    best_path = (
+        Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
+    )
+    return {
+        "dataset": cell.dataset,
+        "label": cell.variant.label,
+        "activation": str(model["activation"]),
+        "activation_args": model.get("activation_args"),
+        "fold": cell.fold,
+        "num_folds": int(cli.datamodule.num_folds),
+        "status": "finished",
+        "stop_reason": next((r for r in early_stop if r), None) or "max_epochs",
+        "best_epoch": int(best["epoch"]) if best else None,
+        "epochs_run": len(rows),
+        **{stage: _stage(best, stage) for stage in STAGES},
+        "test": run.test,
+        "mean_epoch_time_s": sum(times) / len(times) if times else None,
+        "wall_time_s": run.wall_time_s,
+        "resumed_from_epoch": run.resumed_from,
+        "best_checkpoint": best_path.name if best_path else None,
+        "command": "python -m dsrelu_lightning fit " + shlex.join(args),
+        "config": json.loads(cli.parser.dump(cli.config, format="json", skip_none=False)),
+        "versions": _versions(),
+        "device": _device(cli.trainer),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _stage(row: Mapping[str, float] | None, stage: str) -> dict[str, float | None] | None:
+    if row is None:
+        return None
+    return {name: row.get(f"{stage}/{name}") for name in METRICS}
+
+
+def run_cell(
+    cell: Cell, output: str | Path, overrides: Sequence[str] = (), seed: int | bool = 42
+) -> CellOutcome:
+    """Run ``cell`` to its ``result.json``: skip it if finished, resume it if interrupted."""
+    directory = cell.directory(output)
+    if (directory / RESULT_FILE).is_file():
+        return "skipped"
+    resumed_from = _checkpoint_epoch(directory / "checkpoints" / "last.ckpt")
+    if resumed_from is None and directory.exists():
+        shutil.rmtree(directory)  # killed before its first checkpoint: nothing to keep
+    args = cell_args(cell, output, overrides, seed)
+    start = time.perf_counter()
+    cli = _build_cli(args)
+    try:
+        if resumed_from is not None:
+            _allow_resume(cli, cell, directory)
+            print(f"  resuming from checkpoints/last.ckpt (epoch {resumed_from})", flush=True)
+        cli.trainer.callbacks.append(_KeepStopped())
+        last = directory / "checkpoints" / "last.ckpt" if resumed_from is not None else None
+        _fit(cli, last)
+        rows = next(cb for cb in cli.trainer.callbacks if isinstance(cb, MetricsHistory)).rows
+        test = _test_metrics(cli) if _best_row(rows) else None
+        run = _Run(rows, test, resumed_from, time.perf_counter() - start)
+        atomic_write_json(directory / RESULT_FILE, _result(cell, cli, args, run))
+    finally:
+        del cli
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return "finished" if resumed_from is None else "resumed"
+
+
+def _check_overrides(overrides: Sequence[str], reserved: Sequence[str]) -> None:
+    for token in overrides:
+        key = token[2:].split("=", 1)[0] if token.startswith("--") else None
+        taken = next((r for r in reserved if key == r or (key or "").startswith(r + ".")), None)
+        if taken:
+            raise ConfigurationError(
+                f"--{key} is set per cell by the grid and cannot be overridden: "
+                "choose activations with --activations or a --grid file's variants, folds with "
+                "--folds and the output folder with --output"
+            )
+
+
+def run_benchmark(
+    output: str | Path,
+    datasets: Mapping[str, str | Path],
+    variants: Sequence[Variant],
+    folds: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
+    shard: tuple[int, int] = (0, 1),
+    report: bool = True,
+    reference: str | None = None,
+) -> list[Path]:
+    """Run this shard's cells of the grid and (by default) write the report.
+
+    Args:
+        output: the grid's folder, shared by all shards.
+        datasets: dataset name -> LightningCLI config.
+        variants: the labelled activations (a variant with ``activation=None`` keeps the
+            config's own activation, as ``cv`` does).
+        folds: fold indices; None runs every fold of each config.
+        overrides: LightningCLI arguments passed to every cell, e.g.
+            ``["--trainer.max_epochs", "30"]``.
+        shard: ``(i, n)``: run every n-th cell from the i-th on.
+        report: write the report of everything under ``output`` at the end.
+        reference: the report's reference label for the paired tests.
+
+    Returns:
+        The ``result.json`` paths of this shard's cells.
+    """
+    reserved = _CELL_KEYS + (_VARIANT_KEYS if any(v.activation for v in variants) else ())
+    _check_overrides(overrides, reserved)
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigurationError(f"--output {str(output)!r} is a file; give a folder")
+    infos = {name: inspect_config(config, overrides) for name, config in datasets.items()}
+    cell_folds = {
+        name: parse_folds(",".join(map(str, folds)), info.num_folds)
+        if folds is not None
+        else tuple(range(info.num_folds))
+        for name, info in infos.items()
+    }
+    cells = grid_cells({k: Path(v) for k, v in datasets.items()}, variants, cell_folds)
+    mine = shard_cells(cells, *shard)
+    where = f" (shard {shard[0]}/{shard[1]}: {len(mine)} here)" if shard[1] > 1 else ""
+    print(f"benchmark: {len(cells)} cells{where} under {output}", flush=True)
+    for number, cell in enumerate(mine, start=1):
+        line = f"cell {number}/{len(mine)}: {cell.name}"
+        if (cell.directory(output) / RESULT_FILE).is_file():
+            print(f"{line} (finished earlier, skipped)", flush=True)
+            continue
+        print(line, flush=True)
+        start = time.perf_counter()
+        run_cell(cell, output, overrides, infos[cell.dataset].seed)
+        print(f"{line} done in {time.perf_counter() - start:.1f} s", flush=True)
+    if report:
+        summary = write_report(output, reference=reference)
+        print(f"report: {summary}", flush=True)
+    return [cell.directory(output) / RESULT_FILE for cell in mine]
+
+
+def _grid_parser(prog: str, description: str, cv: bool) -> CommandParser:
+    parser = CommandParser(prog=f"python -m dsrelu_lightning {prog}", description=description)
+    parser.add_argument(
+        "--config", required=cv, help="the dataset's LightningCLI config (its stem names it)"
+    )
+    if not cv:
+        parser.add_argument("--grid", help="grid file: datasets, activations, variants, folds")
+        parser.add_argument(
+            "--activations",
+            help="comma-separated activation names or grid labels "
+            f"(default: the grid's labels, else {','.join(PAPER_ACTIVATIONS)})",
+        )
+        parser.add_argument("--reference", help="the report's reference label (default dsrelu)")
+    parser.add_argument("--folds", help="comma-separated fold indices (default: every fold)")
+    parser.add_argument("--output", required=True, help="the grid's folder (shared by shards)")
+    parser.add_argument("--shard", default="0/1", help="run shard i of n (0-based), e.g. 1/4")
+    parser.epilog = "Any other argument is a LightningCLI override for every cell."
+    return parser
+
+
+def benchmark_main(argv: Sequence[str]) -> None:
+    """``python -m dsrelu_lightning benchmark``: the activations x folds grid."""
+    parser = _grid_parser("benchmark", "Run a grid of activations x folds (x datasets).", False)
+    args, overrides = parser.parse_known_args(list(argv))
+    grid = load_grid(args.grid) if args.grid else Grid()
+    if grid.datasets and args.config:
+        raise ConfigurationError("give the datasets either in the --grid file or by --config")
+    datasets = dict(grid.datasets) or ({Path(args.config).stem: args.config} if args.config else {})
+    if not datasets:
+        raise ConfigurationError("no dataset: give --config <dataset config> or a --grid file")
+    names = args.activations.split(",") if args.activations else None
+    labels = names or [v.label for v in grid.variants] or list(PAPER_ACTIVATIONS)
+    run_benchmark(
+        args.output,
+        datasets,
+        select_variants([n.strip() for n in labels], grid.variants),
+        parse_folds(args.folds) if args.folds else grid.folds,
+        overrides,
+        parse_shard(args.shard),
+        reference=args.reference,
+    )
+
+
+def cv_main(argv: Sequence[str]) -> None:
+    """``python -m dsrelu_lightning cv``: every fold of the config's own activation."""
+    parser = _grid_parser("cv", "Cross-validate the config's activation over its folds.", True)
+    args, overrides = parser.parse_known_args(list(argv))
+    info = inspect_config(args.config, overrides)
+    run_benchmark(
+        args.output,
+        {Path(args.config).stem: args.config},
+        [Variant(label=check_name("activation label", info.activation))],
+        parse_folds(args.folds) if args.folds else None,
+        overrides,
+        parse_shard(args.shard),
+        reference=info.activation,
+    )

@@ -1,0 +1,108 @@
+"""The report's figures: validation curves, the DSReLU slope logged, epoch times.
+
+Figures are built with matplotlib's object API (``Figure``, no pyplot state), so they
+render headless (Agg) without touching the global backend of a notebook or script.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from dsrelu_lightning.io import atomic_write_bytes
+from dsrelu_lightning.stats import mean_std
+
+__all__ = ["epoch_time_bars", "fold_band", "save_png", "slope_curves", "validation_curves"]
+
+History = Sequence[Mapping[str, float]]
+"""One cell's epoch_metrics.csv rows (epoch, step and every epoch metric)."""
+
+_CURVES = (
+    ("val/acc", "Validation accuracy", "linear"),
+    ("val/f1", "Validation macro F1", "linear"),
+    ("val/loss", "Validation loss", "log"),
+)
+
+
+def fold_band(histories: Sequence[History], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, mean over folds and sample std over folds of ``key`` at each epoch.
+
+    An epoch counts the folds that reached it (early stopping ends folds at different
+    epochs); the std is NaN where only one fold did.
+    """
+    values: dict[int, list[float]] = {}
+    for rows in histories:
+        for row in rows:
+            value = row.get(key)
+            if value is not None and np.isfinite(value):
+                values.setdefault(int(row["epoch"]), []).append(float(value))
+    epochs = np.array(sorted(values), dtype=int)
+    summaries = [mean_std(values[e]) for e in epochs]
+    mean = np.array([m for m, _ in summaries], dtype=float)
+    std = np.array([np.nan if sd is None else sd for _, sd in summaries], dtype=float)
+    return epochs, mean, std
+
+
+def validation_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure:
+    """Validation accuracy, F1 and loss per epoch: one line per label, mean +- 1 std band."""
+    fig = Figure(figsize=(5 * len(_CURVES), 4), layout="constrained")
+    axes = fig.subplots(1, len(_CURVES))
+    for ax, (key, name, scale) in zip(axes, _CURVES, strict=True):
+        for label, runs in histories.items():
+            epochs, mean, std = fold_band(runs, key)
+            if not epochs.size:
+                continue
+            (line,) = ax.plot(epochs, mean, marker=".", label=label)
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="epoch", title=name, yscale=scale)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{title}: mean over folds, band = +-1 std")
+    return fig
+
+
+def slope_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure | None:
+    """The DSReLU slope each labelled run logged per epoch (``dsrelu/slope``), or None."""
+    logged = {
+        label: runs for label, runs in histories.items() if fold_band(runs, "dsrelu/slope")[0].size
+    }
+    if not logged:
+        return None
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for label, runs in logged.items():
+        epochs, mean, _ = fold_band(runs, "dsrelu/slope")
+        ax.plot(epochs, mean, marker="o", label=label)
+    ax.set(xlabel="epoch", ylabel="positive-side slope s(t)", title=f"{title}: DSReLU slope logged")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def epoch_time_bars(times: Mapping[str, Sequence[float]], title: str) -> Figure:
+    """Mean epoch time per label over folds, with +-1 std error bars."""
+    labels = list(times)
+    summaries = [mean_std(times[label]) for label in labels]
+    means = [mean for mean, _ in summaries]
+    stds = [std or 0.0 for _, std in summaries]
+    fig = Figure(figsize=(max(4.0, 1.1 * len(labels) + 1), 4), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(labels, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set(ylabel="mean epoch time (s)", title=f"{title}: mean epoch time (+-1 std over folds)")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG, atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return atomic_write_bytes(path, buffer.getvalue())

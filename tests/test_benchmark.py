@@ -1,0 +1,335 @@
+"""The benchmark grid: cells, shards, skip, resume after kill -9, cv, and its bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsrelu_lightning.benchmark import cell_args
+from dsrelu_lightning.cli import build_cli, main
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.grid import (
+    Cell,
+    Variant,
+    grid_cells,
+    load_grid,
+    parse_folds,
+    parse_shard,
+    select_variants,
+    shard_cells,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "configs" / "digits.yaml")
+TINY = [
+    "--trainer.max_epochs", "2",
+    "--trainer.limit_train_batches", "2",
+    "--trainer.limit_val_batches", "2",
+    "--trainer.limit_test_batches", "2",
+    "--trainer.num_sanity_val_steps", "0",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--data.init_args.batch_size", "16",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # Two busy cores: one intra-op thread avoids OpenMP spin contention (much faster).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def rows(cell_dir: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((cell_dir / "epoch_metrics.csv").open()))
+
+
+def result(cell_dir: Path) -> dict:
+    return json.loads((cell_dir / "result.json").read_text())
+
+
+def run_main(args: list[str]) -> str:
+    """Run the CLI in-process and return what it printed (works in module fixtures too)."""
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        main(args)
+    return buffer.getvalue()
+
+
+# --- the grid definition (no training) ---------------------------------------------------
+
+
+def test_shards_are_disjoint_and_cover_the_grid() -> None:
+    variants = select_variants(["relu", "mish", "dsrelu"])
+    cells = grid_cells(
+        {"a": Path("a.yaml"), "b": Path("b.yaml")}, variants, {"a": (0, 1), "b": (2,)}
+    )
+    assert [c.name for c in cells[:3]] == ["a/relu/fold 0", "a/relu/fold 1", "a/mish/fold 0"]
+    assert len(cells) == 3 * 2 + 3 * 1
+    for count in (1, 2, 4, 9, 12):
+        shards = [shard_cells(cells, index, count) for index in range(count)]
+        names = [c.name for shard in shards for c in shard]
+        assert sorted(names) == sorted(c.name for c in cells)  # covering, nothing twice
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
+
+
+def test_cell_folders_and_arguments() -> None:
+    variant = Variant("dsrelu_75_30", "dsrelu", {"initial_angle": 75, "final_angle": 30})
+    cell = Cell("digits", Path(DIGITS), variant, 3)
+    assert cell.directory("runs/x") == Path("runs/x/digits/dsrelu_75_30/fold3")
+    args = cell_args(cell, "runs/x", ["--trainer.max_epochs", "30"], 42)
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["--trainer.max_epochs"] == "30"
+    assert json.loads(flags["--model.activation_args"]) == {"initial_angle": 75, "final_angle": 30}
+    assert flags["--data.init_args.fold_index"] == "3"
+    assert flags["--checkpoint.dirpath"] == str(
+        Path("runs/x/digits/dsrelu_75_30/fold3/checkpoints")
+    )
+    assert json.loads(flags["--trainer.logger"])["init_args"]["save_dir"] == str(
+        Path("runs/x/digits/dsrelu_75_30/fold3")
+    )
+
+
+def test_the_shipped_grid_file_parses() -> None:
+    grid = load_grid(ROOT / "configs" / "benchmark_digits.yaml")
+    assert grid.datasets == {"digits": ROOT / "configs" / "digits.yaml"}
+    assert grid.folds == (0, 1, 2, 3, 4)
+    labels = {v.label: v for v in grid.variants}
+    assert list(labels)[:6] == ["relu", "leaky_relu", "sigmoid", "tanh", "mish", "dsrelu"]
+    assert labels["dsrelu_75_30"].activation_args == {"initial_angle": 75, "final_angle": 30}
+    assert labels["dsrelu_80_15_k10"].activation_args["steepness"] == 10
+    assert labels["dsrelu_fixed_45"].activation_args == {"initial_angle": 45, "final_angle": 45}
+    chosen = select_variants(["dsrelu_75_30", "relu"], grid.variants)
+    assert [v.label for v in chosen] == ["dsrelu_75_30", "relu"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("variants: {x: {activation: swishy}}", "unknown activation 'swishy'"),
+        ("variants: {x: {activation: dsrelu, activation_args: {initial_angle: 95}}}", "(0, 90)"),
+        ("variants: {x: {activation: dsrelu, slope: 3}}", "unknown keys ['slope']"),
+        ("variants: {'a b': {activation: relu}}", "variant label"),
+        ("activations: [relu]\nvariants: {relu: {activation: relu}}", "repeat relu"),
+        ("activations: [relu]\nfolds: [0, 0]", "folds repeat 0"),
+        ("activations: [relu]\nfolds: [a]", "fold indices >= 0"),
+        ("activations: [relu]\ndatasets: {digits: nowhere.yaml}", "does not exist"),
+        ("activations: [relu]\nmodels: [resnet]", "unknown keys ['models']"),
+        ("folds: [0]", "defines no activations or variants"),
+        ("activations: [relu", "not valid YAML"),
+    ],
+)
+def test_bad_grid_files_raise(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        load_grid(path)
+
+
+@pytest.mark.parametrize("text", ["3/2", "2/2", "-1/2", "1", "a/b", "0/0"])
+def test_bad_shards_raise(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="--shard must be i/n with 0 <= i < n"):
+        parse_shard(text)
+
+
+def test_folds_and_shards_parse() -> None:
+    assert parse_shard(" 3/4 ") == (3, 4)
+    assert parse_folds("0, 2,4", num_folds=5) == (0, 2, 4)
+    with pytest.raises(ConfigurationError, match="fold 5 does not exist"):
+        parse_folds("0,5", num_folds=5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard", "3/2"], "--shard must be i/n with 0 <= i < n"),
+        (["--activations", "relu,swishy"], "unknown activation 'swishy'"),
+        (["--activations", "relu,relu"], "--activations repeat relu"),
+        (["--folds", "0,x"], "fold indices >= 0"),
+        (["--folds", "0,7"], "fold 7 does not exist: the config has num_folds=5"),
+        (["--model.activation", "mish"], "--model.activation is set per cell by the grid"),
+        (["--data.init_args.fold_index", "1"], "is set per cell by the grid"),
+        (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
+        (["--trainer.fast_dev_run", "true"], "--trainer.fast_dev_run records no epochs"),
+        (["--grid", "{cfg}"], "grid file"),
+    ],
+)
+def test_benchmark_bad_input_is_one_line_and_writes_nothing(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "out"
+    command = ["benchmark", "--config", DIGITS, "--output", str(output)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + [arg.replace("{cfg}", DIGITS) for arg in args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dsrelu-lightning: error:") and err.count("\n") == 1
+    assert message in err
+    assert not output.exists()
+
+
+def test_datasets_in_two_places_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "benchmark",
+                "--grid",
+                str(ROOT / "configs" / "benchmark_digits.yaml"),
+                "--config",
+                DIGITS,
+                "--output",
+                str(tmp_path),
+            ]
+        )
+    assert "either in the --grid file or by --config" in capsys.readouterr().err
+
+
+# --- real grids (tiny settings) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """relu and dsrelu on fold 0, run as two shards into one output folder.
+
+    The stopping threshold ends each fit after its first epoch (max_epochs is 3), which
+    keeps the grid fast and exercises the resume of an early-stopped cell.
+    """
+    output = tmp_path_factory.mktemp("grid") / "out"
+    command = ["benchmark", "--config", DIGITS, "--activations", "relu,dsrelu", "--folds", "0"]
+    command += ["--output", str(output), *TINY, "--trainer.max_epochs", "3"]
+    command += ["--early_stopping.stopping_threshold", "1e9"]
+    # A stale folder of a cell killed before its first checkpoint: it must be redone.
+    stale = output / "digits" / "dsrelu" / "fold0"
+    stale.mkdir(parents=True)
+    (stale / "config.yaml").write_text("seed_everything: 1\n")
+    (stale / "events.out.tfevents.stale").write_bytes(b"x")
+    logs = {shard: run_main([*command, "--shard", shard]) for shard in ("0/2", "1/2")}
+    return {"output": output, "command": command, "logs": logs}
+
+
+def test_shards_run_disjoint_cells_and_the_report_merges_them(sharded: dict) -> None:
+    output, logs = sharded["output"], sharded["logs"]
+    assert "benchmark: 2 cells (shard 0/2: 1 here)" in logs["0/2"]
+    assert "cell 1/1: digits/relu/fold 0" in logs["0/2"] and "dsrelu" not in logs["0/2"]
+    assert "cell 1/1: digits/dsrelu/fold 0" in logs["1/2"] and "digits/relu/" not in logs["1/2"]
+    summary = list(csv.DictReader((output / "summary.csv").open()))
+    assert sorted(r["label"] for r in summary) == ["dsrelu", "relu"]
+    assert (output / "figures" / "digits_val_curves.png").is_file()
+    assert "| 0 | Val Acc |" in (output / "summary.md").read_text()
+    stale = output / "digits" / "dsrelu" / "fold0"
+    assert not (stale / "events.out.tfevents.stale").exists()
+    assert result(stale)["resumed_from_epoch"] is None
+
+
+def test_result_file_holds_the_best_epoch_by_val_loss(sharded: dict) -> None:
+    cell_dir = sharded["output"] / "digits" / "dsrelu" / "fold0"
+    data, history = result(cell_dir), rows(cell_dir)
+    assert [int(r["epoch"]) for r in history] == [0]
+    assert data["best_epoch"] == 0 and data["epochs_run"] == 1
+    assert "threshold" in data["stop_reason"] and data["status"] == "finished"
+    for stage in ("train", "val"):
+        for metric in ("acc", "f1", "auroc", "loss"):
+            assert data[stage][metric] == pytest.approx(float(history[0][f"{stage}/{metric}"]))
+    assert set(data["test"]) == {"acc", "f1", "auroc", "loss"}
+    assert data["mean_epoch_time_s"] == pytest.approx(float(history[0]["time/epoch_s"]))
+    assert data["best_checkpoint"] == "best-000.ckpt"
+    assert (cell_dir / "checkpoints" / data["best_checkpoint"]).is_file()
+    assert set(data["versions"]) >= {"python", "torch", "lightning", "torchmetrics"}
+    assert data["config"]["data"]["init_args"]["fold_index"] == 0
+    assert data["config"]["model"]["activation"] == "dsrelu"
+    assert data["config"]["trainer"]["max_epochs"] == 3
+    assert any(p.name.startswith("events.out.tfevents") for p in cell_dir.iterdir())
+
+
+def test_the_recorded_command_is_the_cell_as_a_fit(sharded: dict) -> None:
+    data = result(sharded["output"] / "digits" / "relu" / "fold0")
+    words = shlex.split(data["command"])
+    assert words[:4] == ["python", "-m", "dsrelu_lightning", "fit"]
+    cli = build_cli(words[4:], run=False)
+    assert json.loads(cli.parser.dump(cli.config, format="json", skip_none=False)) == data["config"]
+
+
+def test_rerun_skips_finished_cells(sharded: dict) -> None:
+    results = sorted(sharded["output"].glob("**/result.json"))
+    before = [p.stat().st_mtime_ns for p in results]
+    assert run_main(sharded["command"]).count("(finished earlier, skipped)") == 2
+    assert [p.stat().st_mtime_ns for p in results] == before
+
+
+def test_early_stopped_cell_resumes_without_training_on(
+    sharded: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As if killed between the end of the fit and its result.json.
+    cell_dir = sharded["output"] / "digits" / "relu" / "fold0"
+    first = result(cell_dir)
+    (cell_dir / "result.json").unlink()
+    with pytest.raises(SystemExit):
+        main([*sharded["command"], "--model.lr", "0.01"])
+    err = capsys.readouterr().err
+    assert "cell digits/relu/fold 0 was started with another configuration (model.lr" in err
+    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(sharded["command"])
+    again = result(cell_dir)
+    assert again["resumed_from_epoch"] == 0
+    assert again["epochs_run"] == 1  # without _KeepStopped Lightning would train on
+    assert again["val"] == first["val"] and again["test"] == pytest.approx(first["test"])
+    assert [int(r["epoch"]) for r in rows(cell_dir)] == [0]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    # cv: every given fold of the config's own activation (overridden here to relu).
+    command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(output), *TINY]
+    command += ["--model.activation", "relu"]
+    # SIGKILL right after the epoch-1 row is written, before that epoch's checkpoint.
+    killer = (
+        "import os, signal, sys\n"
+        "from dsrelu_lightning.callbacks import MetricsHistory\n"
+        "from dsrelu_lightning.cli import main\n"
+        "original = MetricsHistory.on_train_epoch_end\n"
+        "def on_train_epoch_end(self, trainer, pl_module):\n"
+        "    original(self, trainer, pl_module)\n"
+        "    if trainer.current_epoch == 1:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "MetricsHistory.on_train_epoch_end = on_train_epoch_end\n"
+        "main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run(
+        [sys.executable, "-c", killer, *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    cell_dir = output / "digits" / "relu" / "fold0"
+    assert not (cell_dir / "result.json").exists()
+    assert [int(r["epoch"]) for r in rows(cell_dir)] == [0, 1]  # epoch 1 logged, not saved
+
+    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(command)
+    data, history = result(cell_dir), rows(cell_dir)
+    assert data["resumed_from_epoch"] == 0 and data["epochs_run"] == 2
+    assert data["label"] == "relu" and data["activation"] == "relu"
+    assert [int(r["epoch"]) for r in history] == [0, 1]  # epoch 1 redone, not duplicated
+    best = min(history, key=lambda r: float(r["val/loss"]))
+    assert data["best_epoch"] == int(best["epoch"])
+    assert data["val"]["acc"] == pytest.approx(float(best["val/acc"]))
+    assert len(list(csv.DictReader((output / "summary.csv").open()))) == 1
