@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dsrelu_lightning.dsrelu_kernel import dsrelu
 from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = ["ACTIVATIONS", "DSReLU", "build_activation", "dsrelu_modules", "dsrelu_slope"]
@@ -76,6 +77,7 @@ class DSReLU(nn.Module):
         self.steepness = float(steepness)
         self.negative_slope = float(negative_slope)
         self.register_buffer("progress", torch.zeros(()))
+        self._slope_cache: tuple[Tensor, tuple[Any, ...], Tensor] | None = None
 
     @property
     def is_scheduled(self) -> bool:
@@ -98,11 +100,34 @@ class DSReLU(nn.Module):
         """The current positive-side slope ``s(t)`` as a float."""
         return self.slope_at(float(self.progress))
 
+    def _slope_tensor(self, dtype: torch.dtype) -> Tensor:
+        """``s(progress)`` as a 0-dim tensor in ``dtype`` on progress's device.
+
+        In eager mode it is computed once per change of ``progress`` (its version counter
+        moves with every in-place write: set_progress, load_state_dict, copy_) instead of
+        five tiny kernels per call; under torch.compile it is part of the graph. Writes
+        through ``progress.data`` bypass the version counter: use set_progress.
+        """
+        progress = self.progress
+        if torch.compiler.is_compiling() or progress.is_inference():
+            return self._compute_slope(progress, dtype)
+        key = (progress._version, dtype, torch.is_inference_mode_enabled())
+        cached = self._slope_cache
+        if cached is None or cached[0] is not progress or cached[1] != key:
+            with torch.no_grad():
+                cached = (progress, key, self._compute_slope(progress, dtype))
+            self._slope_cache = cached
+        return cached[2]
+
+    def _compute_slope(self, progress: Tensor, dtype: torch.dtype) -> Tensor:
+        slope = dsrelu_slope(progress, self.initial_slope, self.final_slope, self.steepness)
+        return slope.to(dtype)
+
     def forward(self, x: Tensor) -> Tensor:
-        # The slope stays a 0-dim tensor on x's device: no .item(), no recompilation
-        # under torch.compile as progress changes.
-        slope = dsrelu_slope(self.progress, self.initial_slope, self.final_slope, self.steepness)
-        return torch.where(x > 0, x * slope.to(x.dtype), x * self.negative_slope)
+        # The slope stays a 0-dim tensor on x's device: no .item(), no host sync, no
+        # recompilation under torch.compile as progress changes. dsrelu() is one fused
+        # pass each way and saves for backward no more than F.leaky_relu does.
+        return dsrelu(x, self._slope_tensor(x.dtype), self.negative_slope)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,203 @@
+"""What DSReLU's fast paths must preserve: the math, the saved bytes, torch.compile and bf16.
+
+Speed itself is measured by benchmarks/ (ratios in one run), never here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._dynamo.testing import CompileCounter
+from torch._dynamo.utils import counters
+
+from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
+from dsrelu_lightning import dsrelu_kernel as kernel
+from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.profiling import saved_tensor_bytes
+
+
+@pytest.fixture
+def kernel_mode() -> Iterator[None]:
+    """Restore the process-wide kernel mode after a test changes it."""
+    yield
+    kernel.set_kernel_mode("auto")
+
+
+def _formula(x: torch.Tensor, slope: float, negative_slope: float) -> torch.Tensor:
+    return torch.where(x > 0, slope * x, negative_slope * x)
+
+
+@pytest.mark.parametrize("negative_slope", [1.0, 0.0, -0.3])
+def test_eager_kernel_matches_the_formula_and_its_gradient(negative_slope: float) -> None:
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    slope = torch.tensor(math.tan(math.radians(70)), dtype=torch.float64)
+    y = kernel.dsrelu(x, slope, negative_slope)
+    torch.testing.assert_close(
+        y, _formula(x.detach(), float(slope), negative_slope), rtol=0, atol=0
+    )
+    grad = torch.randn_like(x)
+    y.backward(grad)
+    factor = torch.where(x > 0, slope, torch.tensor(negative_slope, dtype=x.dtype))
+    torch.testing.assert_close(x.grad, grad * factor, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda t: kernel.dsrelu(t, slope, negative_slope), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("negative_slope", [1.0, 0.0, -0.3])
+def test_eager_kernels_equal_the_formula_bit_for_bit(
+    dtype: torch.dtype, negative_slope: float
+) -> None:
+    x = torch.randn(1000, dtype=torch.float64).to(dtype)
+    x[:4] = torch.tensor([float("inf"), float("-inf"), float("nan"), 0.0])
+    grad = torch.randn(1000, dtype=dtype)
+    slope = torch.tensor(1.7, dtype=dtype)
+    # The formula's where() rounds negative_slope to bf16 before multiplying; the eager
+    # kernel multiplies by the exact float: one bf16 ulp apart for such slopes.
+    rounded = dtype == torch.bfloat16 and negative_slope not in (0.0, 1.0)
+    exact = {"rtol": 2**-7 if rounded else 0.0, "atol": 0.0}
+    torch.testing.assert_close(
+        kernel.dsrelu_forward_eager(x, slope, negative_slope),
+        kernel.dsrelu_formula(x, slope, negative_slope),
+        equal_nan=True,
+        **exact,
+    )
+    finite = x.isfinite()  # the gradient at a NaN input is undefined (NaN loss anyway)
+    torch.testing.assert_close(
+        kernel.dsrelu_backward_eager(grad, x, slope, negative_slope)[finite],
+        kernel.dsrelu_gradient_formula(grad, x, slope, negative_slope)[finite],
+        **exact,
+    )
+
+
+def test_compiled_kernel_equals_eager_kernel_bit_for_bit(kernel_mode: None) -> None:
+    x = torch.randn(4, 8, 16, 16)
+    grad = torch.randn_like(x)
+    slope = torch.tensor(0.37)
+    results = {}
+    for mode in ("eager", "compiled"):
+        kernel.set_kernel_mode(mode)
+        leaf = x.clone().requires_grad_(True)
+        y = kernel.dsrelu(leaf, slope, 1.0)
+        y.backward(grad)
+        results[mode] = (y.detach(), leaf.grad)
+    assert torch.equal(results["eager"][0], results["compiled"][0])
+    assert torch.equal(results["eager"][1], results["compiled"][1])
+
+
+def test_saves_no_more_bytes_than_leaky_relu(kernel_mode: None) -> None:
+    x = torch.randn(8, 16, 16, 16, requires_grad=True)
+    leaky = saved_tensor_bytes(F.leaky_relu, x, 0.01)
+    assert leaky == x.numel() * x.element_size()
+    for mode in ("eager", "compiled"):
+        kernel.set_kernel_mode(mode)
+        assert saved_tensor_bytes(DSReLU(), x) <= leaky
+        assert saved_tensor_bytes(DSReLU(negative_slope=-0.5), x) <= leaky
+
+
+def test_output_saving_gives_the_right_gradient_for_every_sign(kernel_mode: None) -> None:
+    x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
+    for negative_slope in (1.0, 0.0, -0.5):
+        x.grad = None
+        kernel.dsrelu(x, torch.tensor(0.25), negative_slope).sum().backward()
+        expected = torch.tensor([negative_slope] * 3 + [0.25, 0.25])
+        torch.testing.assert_close(x.grad, expected)
+
+
+def test_compile_failure_falls_back_to_eager_once(
+    kernel_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(index: int) -> None:
+        raise RuntimeError("no C++ compiler")
+
+    kernel.set_kernel_mode("compiled")
+    monkeypatch.setattr(kernel._STATE, "kernel", broken)
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="compiled kernel is unavailable"):
+        y = kernel.dsrelu(x, torch.tensor(2.0), 1.0)
+    torch.testing.assert_close(y, _formula(x.detach(), 2.0, 1.0))
+    y.sum().backward()  # no second warning: the fallback is for good
+    assert kernel._STATE.failed
+
+
+def test_slope_follows_progress_state_dict_and_dtype() -> None:
+    act = DSReLU()
+    x = torch.ones(3)
+    assert act(x)[0].item() == pytest.approx(act.slope_at(0.0), rel=1e-6)
+    act.set_progress(0.8)
+    assert act(x)[0].item() == pytest.approx(act.slope_at(0.8), rel=1e-6)
+    other = DSReLU()
+    other(x)  # fill its slope cache at t=0
+    other.load_state_dict(act.state_dict())
+    assert other(x)[0].item() == pytest.approx(act.slope_at(0.8), rel=1e-6)
+    other.progress.fill_(0.1)  # any in-place write, not only set_progress
+    assert other(x)[0].item() == pytest.approx(act.slope_at(0.1), rel=1e-6)
+    assert other.double()(x.double()).dtype == torch.float64
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act1, self.act2 = DSReLU(), DSReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act2(self.bn(self.act1(self.conv(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_torch_compile_no_graph_break_no_recompile_across_progress() -> None:
+    torch._dynamo.reset()
+    counters.clear()
+    model = _Tiny()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    x = torch.randn(2, 1, 6, 6)
+    for t in (0.0, 0.25, 0.5, 1.0):
+        for layer in (model.act1, model.act2):
+            layer.set_progress(t)
+        out = compiled(x)
+        out.sum().backward()
+        torch.testing.assert_close(out, model(x))
+    assert counter.frame_count == 1
+    assert not counters["graph_break"]
+    assert not counters["recompiles"]
+
+
+def test_classifier_compile_option_keeps_weight_names_and_fuses_adam() -> None:
+    plain = ResNetClassifier(10, in_channels=1, stem="cifar")
+    module = ResNetClassifier(10, in_channels=1, stem="cifar", compile=True)
+    module.configure_model()
+    module.configure_model()  # Lightning calls it once per run: compile once
+    assert module.model._compiled_call_impl is not None
+    assert list(module.state_dict()) == list(plain.state_dict())
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+
+
+def test_bf16_mixed_fit_runs_dsrelu_in_bf16_and_logs_float32(tiny_trainer_kwargs: dict) -> None:
+    module = ResNetClassifier(10, in_channels=1, stem="cifar")
+    seen: set[torch.dtype] = set()
+    for layer in module.modules():
+        if isinstance(layer, DSReLU):
+            layer.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+    trainer = pl.Trainer(
+        max_epochs=1,
+        precision="bf16-mixed",
+        callbacks=[SlopeScheduler()],
+        **tiny_trainer_kwargs,
+    )
+    trainer.fit(module, DigitsDataModule(batch_size=32))
+    assert seen == {torch.bfloat16}
+    logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+    assert {"train/loss", "train/acc", "val/loss", "val/auroc"} <= set(logged)
+    for name, value in logged.items():
+        assert value.dtype == torch.float32, name
+        assert torch.isfinite(value), name
