@@ -1,8 +1,8 @@
 """dsrelu_lightning: train and honestly compare activation functions, built around DSReLU."""
 
 from dsrelu_lightning.activations import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
-from dsrelu_lightning.callbacks import EpochTimer, MetricsHistory, SlopeScheduler
-from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory, SlopeScheduler
+from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError, UserFacingError
 from dsrelu_lightning.models import ResNetClassifier
 
 __all__ = [
@@ -10,9 +10,12 @@ __all__ = [
     "ConfigurationError",
     "DSReLU",
     "EpochTimer",
+    "FiniteLossGuard",
     "MetricsHistory",
     "ResNetClassifier",
     "SlopeScheduler",
+    "TrainingDivergedError",
+    "UserFacingError",
     "build_activation",
     "dsrelu_slope",
 ]

@@ -14,10 +14,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dsrelu_lightning.activations import DSReLU, dsrelu_modules
-from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
 from dsrelu_lightning.io import atomic_write_text
 
-__all__ = ["EpochTimer", "MetricsHistory", "SlopeScheduler"]
+__all__ = ["EpochTimer", "FiniteLossGuard", "MetricsHistory", "SlopeScheduler"]
 
 
 class SlopeScheduler(Callback):
@@ -124,8 +124,9 @@ class MetricsHistory(Callback):
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 row[key] = float(value)
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        if trainer.is_global_zero and trainer.log_dir is not None:
-            atomic_write_text(Path(trainer.log_dir) / self.filename, self.to_csv())
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask for it
+        if trainer.is_global_zero and log_dir is not None:
+            atomic_write_text(Path(log_dir) / self.filename, self.to_csv())
 
     def to_csv(self) -> str:
         """The history as CSV text (columns: epoch, step, then metric names sorted)."""
@@ -142,3 +143,62 @@ class MetricsHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+class FiniteLossGuard(Callback):
+    """Stop training with a clear error when the training loss becomes NaN or infinite.
+
+    The check stays on the device during the epoch (no host sync per step): the first
+    non-finite batch is kept in a device tensor and read once before each validation
+    and at the epoch's end, i.e. before ModelCheckpoint saves, so the checkpoints on
+    disk stay the last good ones.
+    """
+
+    def __init__(self) -> None:
+        self._first_bad_batch: torch.Tensor | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._first_bad_batch = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        if self._first_bad_batch is None:
+            self._first_bad_batch = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad_batch < 0)
+        self._first_bad_batch = torch.where(
+            bad, torch.full_like(self._first_bad_batch, batch_idx), self._first_bad_batch
+        )
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        # Every rank takes part in the reduction, so all ranks stop together (no hang
+        # when only one rank's shard diverges); "min" gives the earliest bad step.
+        no_bad_step = torch.iinfo(torch.long).max
+        first = self._first_bad_batch
+        if first is None:
+            first = torch.tensor(-1, dtype=torch.long, device=trainer.strategy.root_device)
+        first = torch.where(first < 0, torch.full_like(first, no_bad_step), first)
+        batch_idx = int(trainer.strategy.reduce(first, reduce_op="min"))
+        if batch_idx == no_bad_step:
+            return
+        kept = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite at epoch {trainer.current_epoch}, "
+            f"step {batch_idx} of the epoch; training stopped (last good checkpoint: {kept}). "
+            "Try a lower --model.lr or --trainer.gradient_clip_val 1.0"
+        )
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer)

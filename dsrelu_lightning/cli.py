@@ -10,11 +10,13 @@ from collections.abc import Sequence
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from dsrelu_lightning.callbacks import EpochTimer, MetricsHistory, SlopeScheduler
+from dsrelu_lightning.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory, SlopeScheduler
 from dsrelu_lightning.data.kfold import KFoldDataModule
-from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.errors import UserFacingError
 from dsrelu_lightning.models import ResNetClassifier
+from dsrelu_lightning.preflight import check_checkpoint, check_output_dir, find_last_checkpoint
 
 __all__ = ["DSReLUCLI", "main"]
 
@@ -34,7 +36,10 @@ class DSReLUCLI(LightningCLI):
 
     Always-on callbacks, each configurable under its own key: ``slope_scheduler``
     (SlopeScheduler), ``early_stopping`` (val/loss, patience 15 as in the paper),
-    ``checkpoint`` (best val/loss and last), ``epoch_timer`` and ``metrics_history``.
+    ``checkpoint`` (best val/loss and last), ``epoch_timer``, ``metrics_history`` and
+    ``finite_loss_guard``. Before running, ``--ckpt_path last`` resolves to the newest
+    ``last.ckpt`` under ``trainer.default_root_dir``, a given checkpoint is checked for
+    corruption and the output folders for write access and free space.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -55,6 +60,36 @@ class DSReLUCLI(LightningCLI):
         # EpochTimer logs time/epoch_s before MetricsHistory records the epoch.
         parser.add_lightning_class_args(EpochTimer, "epoch_timer")
         parser.add_lightning_class_args(MetricsHistory, "metrics_history")
+        parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the model's hyperparameters from --ckpt_path while parsing;
+        # resolve "last" and reject a corrupt checkpoint before it tries.
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path == "last":
+            root = config.get("trainer.default_root_dir") or os.getcwd()
+            found = find_last_checkpoint(root)
+            if found is None:
+                rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root!r}; starting afresh")
+            else:
+                rank_zero_info(f"Resuming from {found}")
+            config["ckpt_path"] = None if found is None else str(found)
+        elif ckpt_path not in (None, "best", "hpc", "registry") and "://" not in str(ckpt_path):
+            check_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        """Check the output folders (write access, room for checkpoints) before training."""
+        if not self.trainer.is_global_zero:
+            return
+        param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        folders = {self.trainer.default_root_dir}
+        folders |= {lg.save_dir for lg in self.trainer.loggers if lg.save_dir}
+        for folder in sorted(str(f) for f in folders):
+            # best + last checkpoints, each with weights and Adam's two moments
+            check_output_dir(folder, needed_bytes=6 * param_bytes)
 
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> DSReLUCLI:
@@ -80,13 +115,13 @@ def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for a user error anywhere in ``exc``'s chain, else None.
 
     jsonargparse wraps errors raised while instantiating classes, so the
-    ConfigurationError may sit in ``__cause__``/``__context__``.
+    UserFacingError may sit in ``__cause__``/``__context__``.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ConfigurationError):
+        if isinstance(current, UserFacingError):
             return str(current)
         current = current.__cause__ or current.__context__
     if isinstance(exc, argparse.ArgumentError):
@@ -103,9 +138,19 @@ def _summarise_parse_error(text: str) -> str:
     if not rest:
         return head
     if rest[0].startswith("Does not validate"):
-        expected = " or ".join(line[2:] for line in rest if line.startswith("- "))
+        errors: list[str] = []
+        for line in rest[rest.index("Errors:") + 1 :] if "Errors:" in rest else []:
+            if line.startswith("Given value"):
+                break
+            if line.startswith("- "):
+                errors.append(line[2:])
+            elif errors:
+                errors[-1] = f"{errors[-1]} {line}"
+        useful = [e for e in errors if e != "Expected a <class 'NoneType'>"] or errors
         given = next((line for line in rest if line.startswith("Given value:")), "")
-        return f"{head}: {given} ({expected})"
+        if useful and not useful[0].startswith("Expected"):
+            return f"{head}: {useful[0]}"
+        return f"{head}: {given} ({' or '.join(useful)})"
     return f"{head}: {rest[0]}"
 
 

@@ -1,13 +1,20 @@
-"""The project's user-facing error type."""
+"""The project's user-facing error types: the CLI prints them as one line, exit status 2."""
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError"]
+__all__ = ["ConfigurationError", "TrainingDivergedError", "UserFacingError"]
 
 
-class ConfigurationError(ValueError):
+class UserFacingError(Exception):
+    """An error whose message alone tells the user what is wrong and how to fix it."""
+
+
+class ConfigurationError(UserFacingError, ValueError):
     """Bad user input: an impossible value, an unknown name, missing or corrupt data.
 
-    The CLI prints its message as one line and exits non-zero without a traceback.
     It subclasses ValueError so callers of the Python API can catch either.
     """
+
+
+class TrainingDivergedError(UserFacingError, RuntimeError):
+    """The training loss became NaN or infinite; training stopped."""

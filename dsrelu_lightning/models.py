@@ -174,8 +174,14 @@ class ResNetClassifier(pl.LightningModule):
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach().float().softmax(dim=-1), targets)
         batch_size = targets.shape[0]
+        # sync_dist with on_step=False reduces across ranks once, at the epoch's end.
         self.log(
-            f"{stage}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size
+            f"{stage}/loss",
+            loss.detach(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
         )
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss

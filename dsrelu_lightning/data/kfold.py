@@ -9,6 +9,8 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
@@ -264,10 +266,16 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise ConfigurationError(f"{type(self).__name__} has no such split for this stage")
+        sampler = None
+        if not shuffle and dist.is_available() and dist.is_initialized():
+            # Lightning's DistributedSampler pads evaluation data with repeated samples,
+            # which would bias validation/test metrics: give each sample to one rank only.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

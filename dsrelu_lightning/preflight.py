@@ -1,0 +1,71 @@
+"""Checks run before training starts: output folders, free space and checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from dsrelu_lightning.errors import ConfigurationError
+
+__all__ = ["check_checkpoint", "check_output_dir", "find_last_checkpoint"]
+
+
+def check_output_dir(path: str | Path, needed_bytes: int = 0) -> Path:
+    """Make sure ``path`` can be created, written to and has ``needed_bytes`` free.
+
+    Raises:
+        ConfigurationError: naming the folder and the reason, before anything is written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write to output folder {str(path)!r} ({exc.strerror or exc}); "
+            "choose another one, e.g. --trainer.default_root_dir runs/mine"
+        ) from exc
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        raise ConfigurationError(
+            f"output folder {str(path)!r} has {free / 2**20:.0f} MiB free but the run needs about "
+            f"{needed_bytes / 2**20:.0f} MiB for its checkpoints; "
+            "free some space or choose another folder"
+        )
+    return path
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """Make sure ``path`` is a readable, complete checkpoint archive (torch.save's zip format).
+
+    Every member's CRC is checked, so a truncated or corrupt file is caught before
+    Lightning tries to unpickle it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(
+            f"checkpoint {str(path)!r} does not exist; pass an existing .ckpt file or 'last'"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ConfigurationError(
+            f"checkpoint {str(path)!r} is corrupt or truncated ({exc}); "
+            "resume from another checkpoint, e.g. an earlier run's last.ckpt"
+        ) from exc
+    if bad_member is not None:
+        raise ConfigurationError(
+            f"checkpoint {str(path)!r} is corrupt (bad data in {bad_member!r}); "
+            "resume from another checkpoint"
+        )
+    return path
+
+
+def find_last_checkpoint(root: str | Path) -> Path | None:
+    """The most recently written ``last.ckpt`` under ``root`` (any run version), or None."""
+    candidates = [p for p in Path(root).glob("**/last.ckpt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)

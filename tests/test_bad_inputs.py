@@ -1,0 +1,88 @@
+"""Every row of docs/bad_inputs.md: exit 2, one error line, no traceback, nothing damaged."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsrelu_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOGUE = ROOT / "docs" / "bad_inputs.md"
+ROW = re.compile(r"^\| (\d+) \| (.+?) \| `(.*?)` \| (.+?) \|$")
+
+
+def catalogue() -> list[tuple[str, str, str]]:
+    rows = [ROW.match(line) for line in CATALOGUE.read_text().splitlines()]
+    return [(m[2], m[3], m[4]) for m in rows if m]
+
+
+def test_catalogue_has_at_least_twenty_rows() -> None:
+    assert len(catalogue()) >= 20
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def placeholders(tmp_path: Path) -> dict[str, str]:
+    out = tmp_path / "out"
+    previous_run = out / "lightning_logs" / "version_0"
+    (previous_run / "checkpoints").mkdir(parents=True)
+    (previous_run / "epoch_metrics.csv").write_text("epoch,step\n0,10\n")
+    (previous_run / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run's checkpoint")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n  activation: relu\n")
+    (tmp_path / "garbage.ckpt").write_bytes(bytes(range(256)) * 8)
+    real = tmp_path / "real.ckpt"
+    torch.save({"state_dict": {"w": torch.randn(256, 256)}}, real)
+    data = real.read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "a_file").write_text("not a folder")
+    cfg = str(ROOT / "configs" / "digits.yaml")
+    return {
+        "{fit}": f"fit --config {cfg} --trainer.default_root_dir {out}",
+        "{cfg}": cfg,
+        "{tmp}": str(tmp_path),
+        "{bad_yaml}": str(tmp_path / "bad.yaml"),
+        "{garbage_ckpt}": str(tmp_path / "garbage.ckpt"),
+        "{truncated_ckpt}": str(tmp_path / "truncated.ckpt"),
+        "{a_file}": str(tmp_path / "a_file"),
+        "{out}": str(out),
+    }
+
+
+@pytest.mark.parametrize(("what", "arguments", "message"), catalogue(), ids=lambda v: v[:40])
+def test_bad_input(
+    what: str,
+    arguments: str,
+    message: str,
+    placeholders: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in placeholders.items():
+        arguments = arguments.replace(key, value)
+    quick = ["--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    args = arguments.split()
+    if args and args[0] in ("fit", "validate", "test") and "--config" in args:
+        args += ["--trainer.enable_progress_bar=false", *quick]
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert error_lines == [err.strip().splitlines()[-1]], err
+    assert message.replace("\\|", "|") in error_lines[0], f"{what}: {error_lines[0]}"
+    after = _snapshot(tmp_path)
+    assert {name: after.get(name) for name in before} == before

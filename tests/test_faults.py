@@ -1,0 +1,167 @@
+"""Faults: resume after a crash, checkpoints' slope, NaN loss, full disks, and DDP."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
+from dsrelu_lightning.callbacks import FiniteLossGuard, MetricsHistory
+from dsrelu_lightning.cli import build_cli, main
+from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.errors import TrainingDivergedError
+from dsrelu_lightning.io import atomic_write_text
+from dsrelu_lightning.preflight import check_output_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "digits.yaml")
+
+
+def _quick(root: Path, epochs: int = 3) -> list[str]:
+    return [
+        "--config",
+        CONFIG,
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+class CrashAtEpoch(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(tmp_path: Path) -> None:
+    cli = build_cli(_quick(tmp_path), run=False)
+    cli.trainer.callbacks.append(CrashAtEpoch(2))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+
+    main(["fit", *_quick(tmp_path), "--ckpt_path=last"])
+    resumed = tmp_path / "lightning_logs" / "version_1"
+    rows = list(csv.DictReader((resumed / MetricsHistory.filename).open()))
+    slope = DSReLU().slope_at
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [float(r["dsrelu/slope"]) for r in rows] == pytest.approx(
+        [slope(e / 3) for e in range(3)]
+    )
+    final = torch.load(
+        resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert final["epoch"] == 2
+    progress = [v.item() for k, v in final["state_dict"].items() if k.endswith(".progress")]
+    assert progress == [pytest.approx(2 / 3)] * 33
+
+    # validate and test from that checkpoint run with its slope, not t = 0.
+    for stage in ("validate", "test"):
+        cli = build_cli(_quick(tmp_path), run=False)
+        getattr(cli.trainer, stage)(
+            cli.model, cli.datamodule, ckpt_path=resumed / "checkpoints" / "last.ckpt"
+        )
+        layers = [m for m in cli.model.modules() if isinstance(m, DSReLU)]
+        assert [float(m.progress) for m in layers] == [pytest.approx(2 / 3)] * 33
+
+
+class PoisonWeights(Callback):
+    """Makes the loss NaN from (epoch, batch) on, as a diverging run would."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.at = (epoch, batch)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == self.at:
+            with torch.no_grad():
+                pl_module.model.fc.weight.fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, tiny_trainer_kwargs: dict
+) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_last=True)
+    callbacks = [SlopeScheduler(), FiniteLossGuard(), checkpoint, PoisonWeights(1, 1)]
+    trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, **tiny_trainer_kwargs)
+    model = ResNetClassifier(10, in_channels=1, stem="cifar")
+    with pytest.raises(TrainingDivergedError, match=r"NaN or infinite at epoch 1, step 1 of"):
+        trainer.fit(model, DigitsDataModule(batch_size=16))
+    kept = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert kept["epoch"] == 0
+    assert all(
+        torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point()
+    )
+
+
+def test_nan_guard_is_on_by_default_in_the_cli(tmp_path: Path) -> None:
+    cli = build_cli(_quick(tmp_path), run=False)
+    cli.trainer.callbacks.append(PoisonWeights(0, 0))
+    with pytest.raises(TrainingDivergedError) as info:
+        cli.trainer.fit(cli.model, cli.datamodule)
+    assert "epoch 0, step 0" in str(info.value) and "--model.lr" in str(info.value)
+
+
+def test_a_full_disk_leaves_no_half_written_file(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "result.json"
+    target.write_text("old complete result")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(target, "new result " * 1000)
+    assert target.read_text() == "old complete result"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_output_dir_without_room_is_refused_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="MiB free but the run needs about"):
+        check_output_dir(tmp_path, needed_bytes=2**62)
+    assert check_output_dir(tmp_path / "new", needed_bytes=1).is_dir()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DDP_PROBE_DIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
+    }
+    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", *_quick(tmp_path, epochs=2)]
+    cmd += [
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.limit_val_batches=1.0",
+        "--trainer.callbacks+=ddp_probe.RankProbe",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    # Every rank ran every batch with all 33 layers at the same, scheduled progress.
+    assert ranks[0]["progress"] == ranks[1]["progress"]
+    assert [p[0] for p in ranks[0]["progress"]] == pytest.approx([0, 0, 0.5, 0.5])
+    assert all(len(set(p)) == 1 and len(p) == 33 for p in ranks[0]["progress"])
+    # Validation saw each sample once over both ranks (no DistributedSampler padding)...
+    val_size = len(DigitsDataModule()._split()["pool"]) // 5
+    assert sum(r["val_samples"] for r in ranks) in (val_size, val_size + 1)
+    # ... and torchmetrics synchronised the metric: both ranks report the same value.
+    assert ranks[0]["val_acc"] == ranks[1]["val_acc"]
