@@ -38,7 +38,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 import dsrelu_lightning
 from dsrelu_lightning.callbacks import MetricsHistory
 from dsrelu_lightning.cli import build_cli
-from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
 from dsrelu_lightning.grid import (
     PAPER_ACTIVATIONS,
     RESULT_FILE,
@@ -211,14 +211,21 @@ def _allow_resume(cli: Any, cell: Cell, directory: Path) -> None:
         callback.overwrite = True
 
 
-def _fit(cli: Any, ckpt_path: Path | None) -> None:
-    """Fit as LightningCLI's ``fit`` subcommand does (with its before/after hooks)."""
+def _fit(cli: Any, ckpt_path: Path | None) -> str | None:
+    """Fit as LightningCLI's ``fit`` subcommand does (with its before/after hooks).
+
+    Returns the message of a training divergence (a finished, if failed, run), else None.
+    """
     before, after = getattr(cli, "before_fit", None), getattr(cli, "after_fit", None)
     if callable(before):
         before()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    except TrainingDivergedError as exc:
+        return str(exc)
     if callable(after):
         after()
+    return None
 
 
 def _best_row(rows: Sequence[Mapping[str, float]]) -> Mapping[str, float] | None:
@@ -273,12 +280,13 @@ class _Run:
 
     rows: Sequence[Mapping[str, float]]
     test: dict[str, float] | None
+    diverged: str | None
     resumed_from: int | None
     wall_time_s: float
 
 
 def _result(cell: Cell, cli: Any, args: Sequence[str], run: _Run) -> dict[str, Any]:
-    rows = run.rows
+    rows, diverged = run.rows, run.diverged
     best = _best_row(rows)
     model = cli.config["model"]
     early_stop = [_stop_reason(cb) for cb in cli.trainer.callbacks if isinstance(cb, EarlyStopping)]
@@ -294,8 +302,8 @@ def _result(cell: Cell, cli: Any, args: Sequence[str], run: _Run) -> dict[str, A
         "activation_args": model.get("activation_args"),
         "fold": cell.fold,
         "num_folds": int(cli.datamodule.num_folds),
-        "status": "finished",
-        "stop_reason": next((r for r in early_stop if r), None) or "max_epochs",
+        "status": "diverged" if diverged else "finished",
+        "stop_reason": diverged or next((r for r in early_stop if r), None) or "max_epochs",
         "best_epoch": int(best["epoch"]) if best else None,
         "epochs_run": len(rows),
         **{stage: _stage(best, stage) for stage in STAGES},
@@ -337,10 +345,10 @@ def run_cell(
             print(f"  resuming from checkpoints/last.ckpt (epoch {resumed_from})", flush=True)
         cli.trainer.callbacks.append(_KeepStopped())
         last = directory / "checkpoints" / "last.ckpt" if resumed_from is not None else None
-        _fit(cli, last)
+        diverged = _fit(cli, last)
         rows = next(cb for cb in cli.trainer.callbacks if isinstance(cb, MetricsHistory)).rows
         test = _test_metrics(cli) if _best_row(rows) else None
-        run = _Run(rows, test, resumed_from, time.perf_counter() - start)
+        run = _Run(rows, test, diverged, resumed_from, time.perf_counter() - start)
         atomic_write_json(directory / RESULT_FILE, _result(cell, cli, args, run))
     finally:
         del cli

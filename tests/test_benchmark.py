@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsrelu_lightning import ResNetClassifier
 from dsrelu_lightning.benchmark import cell_args
 from dsrelu_lightning.cli import build_cli, main
 from dsrelu_lightning.errors import ConfigurationError
@@ -333,3 +334,23 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
     assert data["best_epoch"] == int(best["epoch"])
     assert data["val"]["acc"] == pytest.approx(float(best["val/acc"]))
     assert len(list(csv.DictReader((output / "summary.csv").open()))) == 1
+
+
+def test_a_diverging_cell_is_recorded_and_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = ResNetClassifier.training_step
+
+    def nan_from_epoch_1(self: ResNetClassifier, batch: object, batch_idx: int) -> torch.Tensor:
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if self.current_epoch >= 1 else loss
+
+    monkeypatch.setattr(ResNetClassifier, "training_step", nan_from_epoch_1)
+    command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(tmp_path), *TINY]
+    run_main([*command, "--model.activation", "relu"])
+    data = result(tmp_path / "digits" / "relu" / "fold0")
+    assert data["status"] == "diverged" and "NaN or infinite" in data["stop_reason"]
+    assert data["best_epoch"] == 0 and data["epochs_run"] == 1  # the last good epoch
+    assert set(data["test"]) == {"acc", "f1", "auroc", "loss"}
+    assert "(finished earlier, skipped)" in run_main([*command, "--model.activation", "relu"])
+    assert "relu/fold 0: diverged" in (tmp_path / "summary.md").read_text()
