@@ -151,11 +151,14 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         "--trainer.accelerator=cpu",
         "--trainer.limit_val_batches=1.0",
         "--trainer.callbacks+=ddp_probe.RankProbe",
+        "--data=ddp_probe.PrepareCountingDigits",
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
+    # Downloads and caches are prepared by one rank only.
+    assert sorted(p.name for p in tmp_path.glob("prepared_by_rank*")) == ["prepared_by_rank0"]
     # Every rank ran every batch with all 33 layers at the same, scheduled progress.
     assert ranks[0]["progress"] == ranks[1]["progress"]
     assert [p[0] for p in ranks[0]["progress"]] == pytest.approx([0, 0, 0.5, 0.5])
@@ -165,3 +168,13 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     assert sum(r["val_samples"] for r in ranks) in (val_size, val_size + 1)
     # ... and torchmetrics synchronised the metric: both ranks report the same value.
     assert ranks[0]["val_acc"] == ranks[1]["val_acc"]
+
+
+def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        written = atomic_write_text(tmp_path / "summary.md", "table")
+    finally:
+        os.umask(previous)
+    assert written.stat().st_mode & 0o777 == 0o640
+    assert written.read_text() == "table"

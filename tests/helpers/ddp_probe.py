@@ -1,4 +1,5 @@
-"""A callback for the DDP test: each rank writes the DSReLU progress and samples it saw."""
+"""Probes for the DDP test: each rank writes the DSReLU progress and the samples it saw,
+and the data module records which ranks ran ``prepare_data``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from dsrelu_lightning.activations import dsrelu_modules
+from dsrelu_lightning.data import DigitsDataModule
 
 
 class RankProbe(Callback):
@@ -38,3 +40,11 @@ class RankProbe(Callback):
         }
         out = Path(os.environ["DDP_PROBE_DIR"]) / f"rank{trainer.global_rank}.json"
         out.write_text(json.dumps(record))
+
+
+class PrepareCountingDigits(DigitsDataModule):
+    """Digits whose ``prepare_data`` leaves a ``prepared_by_rank<r>`` file in ``$DDP_PROBE_DIR``."""
+
+    def prepare_data(self) -> None:
+        rank = os.environ.get("LOCAL_RANK", "0")
+        (Path(os.environ["DDP_PROBE_DIR"]) / f"prepared_by_rank{rank}").touch()
