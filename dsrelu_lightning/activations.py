@@ -37,6 +37,17 @@ def dsrelu_slope(
     return initial_slope + (final_slope - initial_slope) * gate
 
 
+def _finite(name: str, value: Any) -> float:
+    """``value`` as a finite float, or a ConfigurationError naming the argument."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ConfigurationError(f"DSReLU {name}={value!r} must be a finite number")
+    return number
+
+
 def _check_angle(name: str, degrees: float) -> float:
     if not 0.0 < degrees < 90.0:
         raise ConfigurationError(
@@ -68,14 +79,12 @@ class DSReLU(nn.Module):
         negative_slope: float = 1.0,
     ) -> None:
         super().__init__()
-        self.initial_angle = float(initial_angle)
-        self.final_angle = float(final_angle)
+        self.initial_angle = _finite("initial_angle", initial_angle)
+        self.final_angle = _finite("final_angle", final_angle)
         self.initial_slope = _check_angle("initial_angle", self.initial_angle)
         self.final_slope = _check_angle("final_angle", self.final_angle)
-        if not math.isfinite(steepness):
-            raise ConfigurationError(f"DSReLU steepness={steepness!r} must be a finite number")
-        self.steepness = float(steepness)
-        self.negative_slope = float(negative_slope)
+        self.steepness = _finite("steepness", steepness)
+        self.negative_slope = _finite("negative_slope", negative_slope)
         self.register_buffer("progress", torch.zeros(()))
         self._slope_cache: tuple[Tensor, tuple[Any, ...], Tensor] | None = None
 

@@ -49,6 +49,25 @@ class ActivatedBasicBlock(nn.Module):
         return self.act2(out)
 
 
+def _fresh_each_call(make_activation: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """``make_activation``, refusing a module it already returned (a shared module would
+    tie all sites' state, e.g. one DSReLU progress or one PReLU weight for the network)."""
+    seen: set[int] = set()
+
+    def make() -> nn.Module:
+        module = make_activation()
+        if id(module) in seen:
+            raise ConfigurationError(
+                f"the activation factory returned the same {type(module).__name__} module "
+                "twice; every activation site needs its own: pass a class or a function that "
+                "builds a new module per call"
+            )
+        seen.add(id(module))
+        return module
+
+    return make
+
+
 def build_resnet34(
     num_classes: int,
     make_activation: Callable[[], nn.Module],
@@ -74,6 +93,7 @@ def build_resnet34(
     else:
         raise ConfigurationError(f"unknown stem {stem!r}; valid: 'imagenet', 'cifar'")
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    make_activation = _fresh_each_call(make_activation)
     model.relu = make_activation()
     for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
         for index, block in enumerate(stage):
@@ -116,12 +136,12 @@ class ResNetClassifier(pl.LightningModule):
         num_classes: number of classes (linked from the data module by the CLI).
         activation: a registered name (``"dsrelu"``, ``"relu"``, ``"mish"``...), an
             ``nn.Module`` class or a zero-argument callable; each site gets a new module.
-        activation_args: keyword arguments for the activation, e.g.
-            ``{"initial_angle": 75, "final_angle": 30}`` for DSReLU.
         in_channels: input channels (linked from the data module by the CLI).
         stem: ``"imagenet"`` (7x7/2 conv + max-pool, the paper's) or ``"cifar"`` (3x3/1).
         lr: Adam learning rate (the authors' code used 1e-3, the paper states 1e-4).
         weight_decay: Adam weight decay (the paper used none).
+        activation_args: keyword arguments for the activation, e.g.
+            ``{"initial_angle": 75, "final_angle": 30}`` for DSReLU.
         compile: ``torch.compile`` the ResNet (not the metrics or logging) when a Trainer
             sets the module up (``configure_model``). The weights keep their names, so
             checkpoints load with or without it. The first steps of each mode (train,
@@ -135,11 +155,11 @@ class ResNetClassifier(pl.LightningModule):
         self,
         num_classes: int,
         activation: str | Callable[[], nn.Module] = "dsrelu",
-        activation_args: dict[str, Any] | None = None,
         in_channels: int = 3,
         stem: Stem = "imagenet",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        activation_args: dict[str, Any] | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()

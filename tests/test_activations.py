@@ -79,6 +79,13 @@ def test_angles_outside_open_interval_raise(angle: float) -> None:
         DSReLU(final_angle=angle)
 
 
+@pytest.mark.parametrize("name", ["initial_angle", "final_angle", "steepness", "negative_slope"])
+@pytest.mark.parametrize("value", ["abc", float("nan"), float("inf"), None, True])
+def test_non_numbers_raise_naming_the_argument(name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"DSReLU {name}=.* must be a finite number"):
+        DSReLU(**{name: value})
+
+
 @pytest.mark.parametrize("t", [-0.01, 1.01, float("nan")])
 def test_progress_outside_unit_interval_raises(t: float) -> None:
     with pytest.raises(ValueError, match="progress"):

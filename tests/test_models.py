@@ -72,6 +72,16 @@ def test_classifier_rejects_bad_configuration() -> None:
         ResNetClassifier(10, lr=0)
     with pytest.raises(ValueError, match="num_classes"):
         ResNetClassifier(1)
+    shared = nn.ReLU()
+    with pytest.raises(ValueError, match="returned the same ReLU module twice"):
+        ResNetClassifier(10, activation=lambda: shared)
+
+
+def test_positional_arguments_follow_the_design_contract() -> None:
+    # ResNetClassifier(num_classes, activation, in_channels, stem, lr, weight_decay, ...)
+    module = ResNetClassifier(7, "tanh", 1, "cifar", 1e-4, 0.01)
+    assert (module.hparams.in_channels, module.hparams.stem) == (1, "cifar")
+    assert (module.hparams.lr, module.hparams.weight_decay) == (1e-4, 0.01)
 
 
 def test_hyperparameters_are_saved_for_checkpoint_reload() -> None:
