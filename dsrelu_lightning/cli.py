@@ -7,16 +7,26 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from dsrelu_lightning.activations import dsrelu_modules
 from dsrelu_lightning.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory, SlopeScheduler
 from dsrelu_lightning.data.kfold import KFoldDataModule
-from dsrelu_lightning.errors import UserFacingError
+from dsrelu_lightning.errors import ConfigurationError, UserFacingError
 from dsrelu_lightning.models import ResNetClassifier
-from dsrelu_lightning.preflight import check_checkpoint, check_output_dir, find_last_checkpoint
+from dsrelu_lightning.preflight import (
+    check_checkpoint,
+    check_output_dir,
+    config_difference,
+    last_checkpoints,
+    run_config,
+)
 
 __all__ = ["DSReLUCLI", "main"]
 
@@ -38,8 +48,10 @@ class DSReLUCLI(LightningCLI):
     (SlopeScheduler), ``early_stopping`` (val/loss, patience 15 as in the paper),
     ``checkpoint`` (best val/loss and last), ``epoch_timer``, ``metrics_history`` and
     ``finite_loss_guard``. Before running, ``--ckpt_path last`` resolves to the newest
-    ``last.ckpt`` under ``trainer.default_root_dir``, a given checkpoint is checked for
-    corruption and the output folders for write access and free space.
+    ``last.ckpt`` under ``trainer.default_root_dir`` of a run with the same model and data
+    config; a checkpoint is checked for corruption and for fitting the data, the output
+    folders for write access (and free space when fitting), and an unset max_epochs is
+    refused while DSReLU's per-epoch schedule needs it.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -65,31 +77,98 @@ class DSReLUCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the model's hyperparameters from --ckpt_path while parsing;
         # resolve "last" and reject a corrupt checkpoint before it tries.
+        self._checkpoint_hparams: dict[str, Any] | None = None
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path == "last":
-            root = config.get("trainer.default_root_dir") or os.getcwd()
-            found = find_last_checkpoint(root)
-            if found is None:
-                rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root!r}; starting afresh")
-            else:
-                rank_zero_info(f"Resuming from {found}")
+            found = self._resumable_checkpoint(subcommand, config)
             config["ckpt_path"] = None if found is None else str(found)
-        elif ckpt_path not in (None, "best", "hpc", "registry") and "://" not in str(ckpt_path):
-            check_checkpoint(ckpt_path)
+            ckpt_path = config["ckpt_path"]
+        if ckpt_path not in (None, "best", "hpc", "registry") and "://" not in str(ckpt_path):
+            self._checkpoint_hparams = check_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
 
-    def before_fit(self) -> None:
-        """Check the output folders (write access, room for checkpoints) before training."""
+    def _resumable_checkpoint(self, subcommand: str, config: Any) -> Path | None:
+        """The newest ``last.ckpt`` under the root folder of a run with this model and data.
+
+        Runs are told apart by the ``config.yaml`` LightningCLI saves beside their
+        ``checkpoints/``: resuming another activation's or fold's run would mislabel it.
+        """
+        root = config.get("trainer.default_root_dir") or os.getcwd()
+        candidates = last_checkpoints(root)
+        if not candidates:
+            rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root!r}; starting afresh")
+            return None
+        current = yaml.safe_load(self._parser(subcommand).dump(config, skip_validation=True))
+        differences = []
+        for candidate in candidates:
+            saved = run_config(candidate)
+            if saved is None:
+                differences.append(f"{candidate}: no config.yaml beside it")
+                continue
+            difference = config_difference(saved, current, sections=("model", "data"))
+            if difference is None:
+                rank_zero_info(f"Resuming from {candidate}")
+                return candidate
+            differences.append(f"{candidate}: {difference}")
+        raise ConfigurationError(
+            f"--ckpt_path last: no run under {root!r} has this model and data config "
+            f"(newest: {differences[0]}); pass its checkpoint with --ckpt_path FILE, or use "
+            "another --trainer.default_root_dir to start afresh"
+        )
+
+    def _check_checkpoint_fits_data(self) -> None:
+        hparams = self._checkpoint_hparams or {}
+        for name in ("num_classes", "in_channels"):
+            saved, needed = hparams.get(name), getattr(self.datamodule, name, None)
+            if saved is not None and needed is not None and saved != needed:
+                raise ConfigurationError(
+                    f"the checkpoint was trained with {name}={saved} but "
+                    f"{type(self.datamodule).__name__} has {name}={needed}; "
+                    "use the config of the dataset the checkpoint was trained on"
+                )
+
+    def _check_output_folders(self, needed_bytes: int = 0) -> None:
         if not self.trainer.is_global_zero:
             return
-        param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         folders = {self.trainer.default_root_dir}
         folders |= {lg.save_dir for lg in self.trainer.loggers if lg.save_dir}
         for folder in sorted(str(f) for f in folders):
-            # best + last checkpoints, each with weights and Adam's two moments
-            check_output_dir(folder, needed_bytes=6 * param_bytes)
+            check_output_dir(folder, needed_bytes=needed_bytes)
+
+    def _check_schedule_length(self) -> None:
+        # Lightning turns an unset max_epochs into 1000 before any callback sees it: the
+        # per-epoch schedule would then barely move (the original code's frozen slope).
+        trainer_config = self.config[self.subcommand]["trainer"]
+        scheduler = self.config[self.subcommand]["slope_scheduler"]
+        scheduled = any(m.is_scheduled for m in dsrelu_modules(self.model))
+        if (
+            scheduled
+            and scheduler.get("granularity") == "epoch"
+            and trainer_config.get("max_epochs") is None
+            and trainer_config.get("max_steps", -1) == -1
+        ):
+            raise ConfigurationError(
+                "trainer.max_epochs is not set: Lightning would train up to 1000 epochs and "
+                "DSReLU's schedule (t = epoch / max_epochs) would barely move; "
+                "set --trainer.max_epochs N"
+            )
+
+    def before_fit(self) -> None:
+        """Refuse an unset schedule length, a checkpoint of another dataset, and output
+        folders that cannot be written or lack room for checkpoints, before training."""
+        self._check_schedule_length()
+        self._check_checkpoint_fits_data()
+        param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        # best + last checkpoints, each with weights and Adam's two moments
+        self._check_output_folders(needed_bytes=6 * param_bytes)
+
+    def _before_evaluation(self) -> None:
+        self._check_checkpoint_fits_data()
+        self._check_output_folders()
+
+    before_validate = before_test = before_predict = _before_evaluation
 
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> DSReLUCLI:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
 
 from dsrelu_lightning.errors import ConfigurationError
 
-__all__ = ["check_checkpoint", "check_output_dir", "find_last_checkpoint"]
+__all__ = [
+    "check_checkpoint",
+    "check_output_dir",
+    "config_difference",
+    "last_checkpoints",
+    "run_config",
+]
 
 
 def check_output_dir(path: str | Path, needed_bytes: int = 0) -> Path:
@@ -38,11 +49,12 @@ def check_output_dir(path: str | Path, needed_bytes: int = 0) -> Path:
     return path
 
 
-def check_checkpoint(path: str | Path) -> Path:
-    """Make sure ``path`` is a readable, complete checkpoint archive (torch.save's zip format).
+def check_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Make sure ``path`` is a complete Lightning checkpoint; return its hyperparameters.
 
     Every member's CRC is checked, so a truncated or corrupt file is caught before
-    Lightning tries to unpickle it.
+    Lightning tries to unpickle it; a readable file that Lightning did not write (a
+    plain ``torch.save``) is refused too.
     """
     path = Path(path)
     if not path.is_file():
@@ -62,10 +74,53 @@ def check_checkpoint(path: str | Path) -> Path:
             f"checkpoint {str(path)!r} is corrupt (bad data in {bad_member!r}); "
             "resume from another checkpoint"
         )
-    return path
+    # mmap: tensors stay on disk, only the small pickled structure is read.
+    content = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    if not isinstance(content, dict) or not {"state_dict", "pytorch-lightning_version"} <= set(
+        content
+    ):
+        raise ConfigurationError(
+            f"{str(path)!r} is not a Lightning checkpoint (no state_dict and version); "
+            "pass a .ckpt file that a fit of this project wrote"
+        )
+    return dict(content.get("hyper_parameters") or {})
 
 
-def find_last_checkpoint(root: str | Path) -> Path | None:
-    """The most recently written ``last.ckpt`` under ``root`` (any run version), or None."""
-    candidates = [p for p in Path(root).glob("**/last.ckpt") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+def last_checkpoints(root: str | Path) -> list[Path]:
+    """Every ``last.ckpt`` under ``root`` (any run version), the most recent first."""
+    found = [p for p in Path(root).glob("**/last.ckpt") if p.is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def run_config(checkpoint: Path) -> dict[str, Any] | None:
+    """The resolved ``config.yaml`` LightningCLI saved for the run of ``checkpoint``, if any."""
+    config = checkpoint.parent.parent / "config.yaml"
+    try:
+        loaded = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat |= _flatten(item, f"{prefix}.{key}")
+        return flat
+    return {} if value is None else {prefix: value}
+
+
+def config_difference(
+    saved: Mapping[str, Any], current: Mapping[str, Any], sections: tuple[str, ...]
+) -> str | None:
+    """The first setting in ``sections`` that differs, as ``"key: saved != current"``, or None.
+
+    Unset (None) values count as absent on both sides.
+    """
+    for section in sections:
+        old, new = _flatten(saved.get(section), section), _flatten(current.get(section), section)
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key):
+                return f"{key}: {old.get(key)!r} != {new.get(key)!r}"
+    return None

@@ -47,6 +47,12 @@ def placeholders(tmp_path: Path) -> dict[str, str]:
     data = real.read_bytes()
     (tmp_path / "truncated.ckpt").write_bytes(data[: len(data) // 2])
     (tmp_path / "a_file").write_text("not a folder")
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "plain.ckpt")
+    other_dataset = {"num_classes": 5, "in_channels": 1, "activation": "relu", "stem": "cifar"}
+    torch.save(
+        {"state_dict": {}, "pytorch-lightning_version": "2.6.6", "hyper_parameters": other_dataset},
+        tmp_path / "other.ckpt",
+    )
     cfg = str(ROOT / "configs" / "digits.yaml")
     return {
         "{fit}": f"fit --config {cfg} --trainer.default_root_dir {out}",
@@ -56,6 +62,8 @@ def placeholders(tmp_path: Path) -> dict[str, str]:
         "{garbage_ckpt}": str(tmp_path / "garbage.ckpt"),
         "{truncated_ckpt}": str(tmp_path / "truncated.ckpt"),
         "{a_file}": str(tmp_path / "a_file"),
+        "{plain_ckpt}": str(tmp_path / "plain.ckpt"),
+        "{other_ckpt}": str(tmp_path / "other.ckpt"),
         "{out}": str(out),
     }
 

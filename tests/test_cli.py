@@ -57,10 +57,20 @@ def test_fit_logs_metrics_slope_and_time_to_tensorboard(
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "config.yaml").is_file()
 
-    # validate from the checkpoint reloads it, with the checkpoint's slope (epoch 1: t = 0.5).
+    # validate from the checkpoint runs from the CLI (its slope: tests/test_faults.py).
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    code, err = run_main(capsys, "validate", "--config", CONFIG, f"--ckpt_path={ckpt}", *QUICK[1:])
+    evaluation_root = tmp_path / "validate"
+    code, err = run_main(
+        capsys,
+        "validate",
+        "--config",
+        CONFIG,
+        f"--ckpt_path={ckpt}",
+        f"--trainer.default_root_dir={evaluation_root}",
+        *QUICK[1:],
+    )
     assert code == 0, err
+    assert (evaluation_root / "lightning_logs").is_dir()
 
 
 def test_overrides_reach_the_model_and_data(capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,18 +41,20 @@ def _quick(root: Path, epochs: int = 3) -> list[str]:
     ]
 
 
-class CrashAtEpoch(Callback):
+class CrashMidEpoch(Callback):
+    """Dies after the first training batch of ``epoch`` (its checkpoint not yet saved)."""
+
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == 0:
             raise RuntimeError("simulated crash")
 
 
 def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(tmp_path: Path) -> None:
     cli = build_cli(_quick(tmp_path), run=False)
-    cli.trainer.callbacks.append(CrashAtEpoch(2))
+    cli.trainer.callbacks.append(CrashMidEpoch(2))
     with pytest.raises(RuntimeError, match="simulated crash"):
         cli.trainer.fit(cli.model, cli.datamodule)
 
@@ -79,6 +81,35 @@ def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(tmp_path: Pa
         )
         layers = [m for m in cli.model.modules() if isinstance(m, DSReLU)]
         assert [float(m.progress) for m in layers] == [pytest.approx(2 / 3)] * 33
+
+
+def test_ckpt_path_last_resumes_only_a_run_with_the_same_model_and_data(tmp_path: Path) -> None:
+    main(["fit", *_quick(tmp_path, epochs=1), "--model.activation=relu"])
+    main(["fit", *_quick(tmp_path, epochs=1), "--model.activation=mish", "--data.fold_index=2"])
+    logs = tmp_path / "lightning_logs"
+
+    # The newest run is mish on fold 2: "last" must pick the relu run instead ...
+    main(["fit", *_quick(tmp_path, epochs=2), "--model.activation=relu", "--ckpt_path=last"])
+    resumed = torch.load(
+        logs / "version_2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert resumed["hyper_parameters"]["activation"] == "relu" and resumed["epoch"] == 1
+
+    # ... and refuse when no run there has this model and data (here: dsrelu on fold 2).
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *_quick(tmp_path), "--data.fold_index=2", "--ckpt_path=last"])
+    assert exit_info.value.code == 2
+    assert not (logs / "version_3").exists()
+
+
+def test_ckpt_path_last_refuses_a_corrupt_last_checkpoint(tmp_path: Path, capsys) -> None:
+    main(["fit", *_quick(tmp_path, epochs=1)])
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:4096])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *_quick(tmp_path), "--ckpt_path=last"])
+    assert exit_info.value.code == 2
+    assert "last.ckpt' is corrupt or truncated" in capsys.readouterr().err
 
 
 class PoisonWeights(Callback):
