@@ -119,7 +119,7 @@ class DSReLUCLI(LightningCLI):
         )
 
     def _check_checkpoint_fits_data(self) -> None:
-        hparams = self._checkpoint_hparams or {}
+        hparams = getattr(self, "_checkpoint_hparams", None) or {}
         for name in ("num_classes", "in_channels"):
             saved, needed = hparams.get(name), getattr(self.datamodule, name, None)
             if saved is not None and needed is not None and saved != needed:
@@ -140,8 +140,8 @@ class DSReLUCLI(LightningCLI):
     def _check_schedule_length(self) -> None:
         # Lightning turns an unset max_epochs into 1000 before any callback sees it: the
         # per-epoch schedule would then barely move (the original code's frozen slope).
-        trainer_config = self.config[self.subcommand]["trainer"]
-        scheduler = self.config[self.subcommand]["slope_scheduler"]
+        config = self.config.get(str(self.subcommand), self.config)
+        trainer_config, scheduler = config["trainer"], config["slope_scheduler"]
         scheduled = any(m.is_scheduled for m in dsrelu_modules(self.model))
         if (
             scheduled
