@@ -28,6 +28,7 @@ from dsrelu_lightning.data.mitbih_beats import (
     BEAT_LENGTH,
     DS1,
     DS2,
+    WINDOW_SECONDS,
     beat_windows,
     read_record_beats,
     subject_of,
@@ -76,6 +77,42 @@ def test_beat_windows_drop_beats_cut_by_the_end() -> None:
     assert np.all(windows[:, 120:] == 0) and np.all(windows[:, 1:120] > 0)
 
 
+def _boundary_record(fs: int = 125) -> tuple[np.ndarray, np.ndarray]:
+    """A 30 s signal whose three 10 s windows have very different amplitudes.
+
+    A 1 Hz sine of amplitude 0.1 (zero at every window boundary, so the signal itself is
+    continuous there) runs throughout; window 1 adds R waves of 5, window 2 of 0.5. Beats
+    every 0.8 s from 0.24 s on: the beats at 9.84 s and 19.44 s cross a boundary.
+    """
+    t = np.arange(3 * WINDOW_SECONDS * fs)
+    signal = 0.1 * np.sin(2 * np.pi * t / fs)
+    peaks = np.arange(30, len(t), 100)
+    for peak in peaks:
+        height = (0.0, 5.0, 0.5)[peak // (WINDOW_SECONDS * fs)]
+        signal += height * np.exp(-0.5 * ((t - peak) / 4.0) ** 2)
+    return signal, peaks
+
+
+def test_beats_keep_one_scaling_across_window_boundaries() -> None:
+    fs = 125
+    window = WINDOW_SECONDS * fs
+    signal, peaks = _boundary_record(fs)
+    beats, kept = beat_windows(signal, peaks, fs=fs)
+    assert beats.min() >= 0.0 and beats.max() <= 1.0
+    crossing = 0
+    for beat, peak in zip(beats, peaks[kept], strict=True):
+        length = int(np.count_nonzero(beat))
+        boundary = -peak % window  # offset of the next window boundary within the beat
+        if not 2 <= boundary < length - 1:
+            continue
+        crossing += 1
+        steps = np.abs(np.diff(beat[:length].astype(np.float64)))
+        jump = steps[boundary - 1]  # from the last sample of one window to the next
+        own = max(steps[boundary - 2], steps[boundary])  # the signal's step either side
+        assert jump <= 1.5 * own + 1e-6, (peak, jump, own)
+    assert crossing == 2
+
+
 def test_aami_map_matches_the_design() -> None:
     groups: dict[int, set[str]] = {}
     for symbol, label in AAMI_SYMBOLS.items():
@@ -91,10 +128,16 @@ def test_real_record_100_matches_its_reference_counts(tmp_path: Path) -> None:
     beats = read_record_beats(tmp_path / "100")
     assert beats is not None
     n, s, v, f, q = np.bincount(beats.labels, minlength=5)
-    # Reference: N 2,239, S 33 (all 'A'), V 1; a few beats may be lost at the record's edges.
-    assert 2239 - 3 <= n <= 2239 and 33 - 1 <= s <= 33 and v == 1 and f == q == 0
+    # Reference: N 2,239, S 33 (all 'A'), V 1; the last two N beats run past the record's end.
+    assert (n, s, v, f, q) == (2237, 33, 1, 0, 0)
     assert beats.beats.shape == (n + s + v, BEAT_LENGTH)
     assert beats.beats.min() >= 0.0 and beats.beats.max() <= 1.0
+
+    # The same record with its annotations cut in half is refused, not read as 1,122 beats.
+    atr = (tmp_path / "100.atr").read_bytes()
+    (tmp_path / "100.atr").write_bytes(atr[: len(atr) // 4 * 2])  # at a word boundary
+    with pytest.raises(ConfigurationError, match=r"record 100 .*corrupt.*100\.atr"):
+        read_record_beats(tmp_path / "100")
 
 
 def test_module_shapes_summary_and_single_log(
@@ -197,6 +240,34 @@ def test_corrupt_record_is_named_and_leaves_no_partial_files(records_dir: Path) 
     leftovers = [p.name for p in records_dir.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
     assert not list((records_dir / "cache").glob("103-*"))
+
+
+@pytest.mark.parametrize("cut", ["empty", "one byte", "half", "no end marker"])
+def test_truncated_annotation_file_is_a_corrupt_record(records_dir: Path, cut: str) -> None:
+    atr = records_dir / "103.atr"
+    data = atr.read_bytes()
+    assert data.endswith(b"\x00\x00")  # wrann ends the file with WFDB's end marker
+    # "half" cuts at a 2-byte word boundary: rdann then reads the first half's beats.
+    size = {"empty": 0, "one byte": 1, "half": len(data) // 4 * 2, "no end marker": -2}[cut]
+    atr.write_bytes(data[:size])
+    with pytest.raises(ConfigurationError, match=r"record 103 .*corrupt.*103\.atr") as info:
+        read_record_beats(records_dir / "103")
+    assert "end-of-file marker" in str(info.value)
+    with pytest.raises(ConfigurationError, match="record 103"):
+        MITBIHDataModule(data_dir=str(records_dir)).prepare_data()
+    assert not list((records_dir / "cache").glob("103-*"))  # nothing cached for it
+
+
+def test_folds_do_not_depend_on_the_order_records_are_named_in(records_dir: Path) -> None:
+    def val_beats(records: list[str]) -> tuple[list[str], torch.Tensor]:
+        dm = MITBIHDataModule(data_dir=str(records_dir), records=records, seed=7)
+        dm.setup("fit")
+        return dm.records, dm.val_dataset.dataset.tensors[0][dm.val_dataset.indices]
+
+    names, forward = val_beats(["100", "101", "103"])
+    reversed_names, backward = val_beats(["103", "101", "100", "103"])
+    assert names == reversed_names == ["100", "101", "103"]
+    assert torch.equal(forward, backward)
 
 
 def test_too_few_beats_to_stratify_is_a_clear_error(tmp_path: Path) -> None:

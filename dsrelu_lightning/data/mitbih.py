@@ -36,7 +36,7 @@ __all__ = ["MITBIHDataModule"]
 Source = Literal["wfdb", "kaggle"]
 Split = Literal["beat", "record", "interpatient"]
 
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2
 """Bump when the beat extraction changes: old caches are then ignored."""
 RECORD_SUFFIXES = (".hea", ".dat", ".atr")
 KAGGLE_FILES = {"pool": "mitbih_train.csv", "test": "mitbih_test.csv"}
@@ -60,9 +60,10 @@ class MITBIHDataModule(KFoldDataModule):
     Args:
         source: ``"wfdb"`` or ``"kaggle"`` (the latter only with ``split="beat"``).
         split: ``"beat"``, ``"record"`` or ``"interpatient"``.
-        records: mitdb record names to use, e.g. ``[100, 101]`` (default: every record in
-            ``data_dir``, or with ``download=True`` all 48; ``"interpatient"`` keeps those
-            in DS1 or DS2).
+        records: mitdb record names to use, e.g. ``[100, 101]``, in any order (they are
+            de-duplicated and sorted, so the folds of a seed do not depend on it; default:
+            every record in ``data_dir``, or with ``download=True`` all 48;
+            ``"interpatient"`` keeps those in DS1 or DS2).
         test_fraction: share held out as the test set for ``"beat"`` and ``"record"``.
         **kwargs: see :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`;
             ``download=True`` fetches missing records with ``wfdb.dl_database``.
@@ -100,7 +101,8 @@ class MITBIHDataModule(KFoldDataModule):
             raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         self.source = source
         self.split = split
-        self.records = None if records is None else list(dict.fromkeys(map(str, records)))
+        # Sorted: the folds of a seed must not depend on the order the records are named in.
+        self.records = None if records is None else sorted(set(map(str, records)))
         self.test_fraction = test_fraction
         self.num_classes = len(AAMI_CLASSES)
         self.in_channels = 1

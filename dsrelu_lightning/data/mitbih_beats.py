@@ -75,7 +75,7 @@ BEAT_FS = 125
 BEAT_LENGTH = 187
 """Samples per beat window (1.5 s at 125 Hz), zero-padded after 1.2 median R-R intervals."""
 WINDOW_SECONDS = 10
-"""Length of the windows over which the signal is normalised and the R-R median taken."""
+"""Length of the windows over which each beat is normalised and the R-R median taken."""
 KAGGLE_COLUMNS = BEAT_LENGTH + 1
 
 
@@ -91,15 +91,12 @@ def subject_of(record: str) -> str:
     return SAME_SUBJECT.get(record, record)
 
 
-def _normalise_windows(signal: np.ndarray, window: int) -> np.ndarray:
-    """Min-max normalise each consecutive ``window`` samples (the last may be shorter)."""
+def _window_ranges(signal: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum of each consecutive ``window`` samples (the last may be shorter)."""
     padded = np.full(-(-len(signal) // window) * window, np.nan)
     padded[: len(signal)] = signal
     rows = padded.reshape(-1, window)
-    low = np.nanmin(rows, axis=1, keepdims=True)
-    span = np.nanmax(rows, axis=1, keepdims=True) - low
-    normalised = (rows - low) / np.where(span > 0, span, 1.0)
-    return normalised.reshape(-1)[: len(signal)]
+    return np.nanmin(rows, axis=1), np.nanmax(rows, axis=1)
 
 
 def _beat_lengths(peaks: np.ndarray, window: int) -> np.ndarray:
@@ -118,22 +115,35 @@ def _beat_lengths(peaks: np.ndarray, window: int) -> np.ndarray:
 def beat_windows(signal: np.ndarray, peaks: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
     """Beat windows after Kachuee et al. (2018) from a signal sampled at ``fs``.
 
-    The signal is min-max normalised to [0, 1] per 10 s window; each beat is the
-    signal from its R peak for 1.2 median R-R intervals of its window, zero-padded to
-    187 samples. Beats whose window would run past the end of the signal are dropped.
+    Each beat is the signal from its R peak for 1.2 median R-R intervals of its 10 s
+    window, zero-padded to 187 samples, and min-max normalised to [0, 1] with one
+    scaling: the minimum and maximum over its R peak's 10 s window together with the
+    beat's own span. (Kachuee normalises each 10 s window on its own; a beat crossing
+    into the next window would then mix two scalings, with a jump at the boundary.)
+    Beats whose window would run past the end of the signal are dropped.
 
     Returns:
         The ``(n, 187)`` float32 windows and the indices (into ``peaks``) of the beats kept.
     """
     window = round(WINDOW_SECONDS * fs)
+    signal = np.asarray(signal, dtype=np.float64)
     peaks = np.asarray(peaks, dtype=np.int64)
     lengths = _beat_lengths(peaks, window)
     kept = np.flatnonzero((peaks >= 0) & (peaks + lengths <= len(signal)))
-    normalised = _normalise_windows(np.asarray(signal, dtype=np.float64), window)
     offsets = np.arange(BEAT_LENGTH)
     positions = np.minimum(peaks[kept, None] + offsets, len(signal) - 1)
     inside = offsets < lengths[kept, None]
-    beats = np.where(inside, normalised[positions], 0.0).astype(np.float32)
+    values = signal[positions]
+    if len(signal):
+        window_low, window_high = _window_ranges(signal, window)
+        block = peaks[kept] // window
+        low = np.minimum(window_low[block], np.where(inside, values, np.inf).min(axis=1))
+        high = np.maximum(window_high[block], np.where(inside, values, -np.inf).max(axis=1))
+    else:  # no beat is kept
+        low = high = np.zeros(0)
+    span = high - low
+    normalised = (values - low[:, None]) / np.where(span > 0, span, 1.0)[:, None]
+    beats = np.where(inside, normalised, 0.0).astype(np.float32)
     return beats, kept
 
 
@@ -144,17 +154,38 @@ def _corrupt(path: Path, exc: BaseException) -> ConfigurationError:
     )
 
 
+def _check_annotation_file(path: Path) -> None:
+    """Raise ValueError where the ``.atr`` file lacks WFDB's end-of-file marker ``00 00``.
+
+    rdann reads a truncated or empty annotation file without complaint (its beats just
+    stop early), so the marker that every complete file ends with is checked first.
+    """
+    atr = Path(f"{path}.atr")
+    with atr.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size >= 2:
+            handle.seek(-2, os.SEEK_END)
+        end = handle.read(2)
+    if size < 2 or end != b"\x00\x00":
+        raise ValueError(
+            f"{atr.name} ({size} bytes) does not end with the WFDB end-of-file marker 00 00: "
+            "the annotation file is truncated"
+        )
+
+
 def read_record_beats(path: str | os.PathLike[str]) -> RecordBeats | None:
     """The AAMI-labelled beat windows of a WFDB record's MLII lead (``path`` without suffix).
 
     The lead is resampled to 125 Hz together with the reference (``atr``) beat positions,
-    which serve as the R peaks; annotations outside the AAMI map are dropped.
+    which serve as the R peaks; annotations outside the AAMI map are dropped. An
+    annotation file without WFDB's end-of-file marker (truncated) counts as corrupt.
 
     Returns:
         The beats, or None where the record has no MLII lead.
 
     Raises:
-        ConfigurationError: naming the record, where its files cannot be read.
+        ConfigurationError: naming the record, where its files cannot be read or are
+            truncated.
     """
     path = Path(path)
     try:
@@ -164,6 +195,7 @@ def read_record_beats(path: str | os.PathLike[str]) -> RecordBeats | None:
             record = wfdb.rdrecord(str(path), channel_names=[LEAD])
             if record.n_sig == 0:  # wfdb returns an empty record when the lead is missing
                 return None
+            _check_annotation_file(path)
             annotation = wfdb.rdann(str(path), "atr")
         signal = np.asarray(record.p_signal[:, 0], dtype=np.float64)
         if not np.all(np.isfinite(signal)):
