@@ -1,12 +1,18 @@
-"""The k-fold base and the digits data module."""
+"""The k-fold base, the digits data module and the array caches."""
 
 from __future__ import annotations
+
+import errno
+import os
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from dsrelu_lightning.data import DigitsDataModule, holdout_indices, kfold_indices
+from dsrelu_lightning.data.cache import file_fingerprint, load_arrays, save_arrays
 
 
 def _labels(n_per_class: int = 20, classes: int = 4) -> np.ndarray:
@@ -97,3 +103,63 @@ def test_summary_counts_every_split_and_setup_logs_it_once(
     assert sum(map(sum, counts.values())) == 1797
     assert counts["val"] == np.bincount(dm.val_dataset[:][1].numpy(), minlength=10).tolist()
     assert len(logged) == 1 and "test" in logged[0] and "%)" in logged[0]
+
+
+def test_file_fingerprint_changes_with_a_same_size_edit(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("1,0\n")
+    before = file_fingerprint(path)
+    path.write_text("1,4\n")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    after = file_fingerprint(path)
+    assert before[:2] == after[:2] == ["labels.csv", 4] and before != after
+
+
+def test_save_arrays_streams_into_the_file_without_copies_in_memory(tmp_path: Path) -> None:
+    images = np.arange(48 * 2**20, dtype=np.uint8)  # 48 MiB
+    tracemalloc.start()
+    try:
+        assert save_arrays(tmp_path / "cache.npz", images=images)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < images.nbytes // 2, f"peak {peak / 2**20:.0f} MiB while saving 48 MiB"
+    loaded = load_arrays(tmp_path / "cache.npz")
+    assert loaded is not None and np.array_equal(loaded["images"], images)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+
+def test_save_arrays_respects_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        assert save_arrays(tmp_path / "cache.npz", x=np.zeros(3))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "cache.npz").stat().st_mode & 0o777 == 0o640
+
+
+def test_save_arrays_on_a_full_disk_keeps_the_old_cache_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cache.npz"
+    assert save_arrays(path, x=np.zeros(3))
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.warns(UserWarning, match="could not write the cache .*No space left"):
+        assert not save_arrays(path, x=np.ones(1000))
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+    loaded = load_arrays(path)
+    assert loaded is not None and np.array_equal(loaded["x"], np.zeros(3))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_arrays(path, x=np.ones(1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]

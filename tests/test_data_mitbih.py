@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -344,6 +345,30 @@ def test_kaggle_csvs_are_read_cached_and_checked(
         ConfigurationError, match=r"mitbih_train\.csv has 150 columns, expected 188"
     ):
         MITBIHDataModule(data_dir=str(tmp_path / "bad"), source="kaggle").setup("fit")
+
+
+def test_kaggle_cache_sees_a_same_size_edit(tmp_path: Path) -> None:
+    labels = np.tile(np.arange(5), 12)
+    write_kaggle_csv(tmp_path / "mitbih_train.csv", labels)
+    write_kaggle_csv(tmp_path / "mitbih_test.csv", np.arange(5))
+    first = MITBIHDataModule(data_dir=str(tmp_path), source="kaggle")
+    first.setup("fit")
+    assert first.summary()["test"] == [1] * 5
+
+    # Relabel one row of the test file: same size, different data.
+    test_csv = tmp_path / "mitbih_test.csv"
+    before = test_csv.stat()
+    rows = test_csv.read_text().splitlines()
+    assert rows[0].endswith(",0.000000000000000000e+00")
+    rows[0] = rows[0][: -len("0.000000000000000000e+00")] + "4.000000000000000000e+00"
+    test_csv.write_text("\n".join(rows) + "\n")
+    # A later edit has a later time, even where the clock is coarser than these steps.
+    os.utime(test_csv, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert test_csv.stat().st_size == before.st_size
+
+    again = MITBIHDataModule(data_dir=str(tmp_path), source="kaggle")
+    again.setup("fit")
+    assert again.summary()["test"] == [0, 1, 1, 1, 2]
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dsrelu_lightning.io import atomic_write_bytes
+from dsrelu_lightning.io import _current_umask
 
 __all__ = ["cache_key", "file_fingerprint", "load_arrays", "save_arrays"]
 
@@ -25,9 +25,15 @@ def cache_key(**params: Any) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> list[Any]:
-    """Name and size of a file: changes when the file is replaced by different data."""
+    """Name, size and modification time (ns) of a file: changes when its data may have.
+
+    The modification time catches an edit that keeps the size (e.g. one relabelled CSV
+    row); a copy that does not keep it (``cp`` without ``-p``, a new download) merely
+    rebuilds the cache.
+    """
     path = Path(path)
-    return [path.name, path.stat().st_size]
+    status = path.stat()
+    return [path.name, status.st_size, status.st_mtime_ns]
 
 
 def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
@@ -50,16 +56,36 @@ def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
 def save_arrays(path: str | os.PathLike[str], **arrays: np.ndarray) -> bool:
     """Atomically write ``arrays`` to the ``.npz`` file ``path``; True if it was written.
 
-    A folder that cannot be written (e.g. a read-only dataset) only costs the cache:
-    it is reported with a warning and False is returned.
+    The archive is written straight into a temporary file next to ``path`` (no copy of
+    the arrays in memory, which would cost gigabytes for Mini-ImageNet), synced, then
+    renamed over ``path``: readers see the old cache or the complete new one, and the
+    temporary file is removed on any error. A folder that cannot be written (e.g. a
+    read-only dataset, a full disk) only costs the cache: it is reported with a warning
+    and False is returned.
     """
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    path = Path(path)
+    tmp: str | None = None
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_current_umask())  # not mkstemp's 0600
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
     except OSError as exc:
+        _remove(tmp)
         warnings.warn(
             f"could not write the cache {path} ({exc}); continuing without it", stacklevel=2
         )
         return False
+    except BaseException:
+        _remove(tmp)
+        raise
     return True
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
