@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,32 @@ def test_download_moves_only_a_complete_dataset_in(
 
     monkeypatch.setattr(CIFAR100, "download", failing_download)
     broken = tmp_path / "broken"
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConfigurationError, match="could not download CIFAR-100"):
         CIFAR100DataModule(data_dir=str(broken), download=True).prepare_data()
     assert list(broken.iterdir()) == []
+
+
+def test_network_failure_is_one_line_at_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def offline(self: CIFAR100) -> None:  # what torchvision's download_url raises offline
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(CIFAR100, "download", offline)
+    target = tmp_path / "cifar100"
+    with pytest.raises(ConfigurationError) as info:
+        CIFAR100DataModule(data_dir=str(target), download=True).prepare_data()
+    assert str(info.value) == (
+        "could not download CIFAR-100 with torchvision (URLError: <urlopen error [Errno -3] "
+        "Temporary failure in name resolution>); check the network or put torchvision's "
+        f"cifar-100-python folder (train, test, meta) into {target}"
+    )
+    args = fast_dev_run_args("cifar100.yaml", target, tmp_path / "runs", "--data.download", "true")
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    line = cli_error_line(capsys.readouterr().err)
+    assert "could not download CIFAR-100 with torchvision (URLError" in line
 
 
 def test_config_runs_fast_dev_run(cifar_dir: Path, tmp_path: Path) -> None:

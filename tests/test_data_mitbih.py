@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import torch
 import wfdb
 from conftest import SHARED
@@ -308,9 +310,52 @@ def test_download_fetches_only_missing_records_atomically(
         raise ConnectionError("network down")
 
     monkeypatch.setattr(mitbih_module.wfdb, "dl_database", failing)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConfigurationError, match="could not download mitdb"):
         MITBIHDataModule(data_dir=str(records_dir), records=["109"], download=True).prepare_data()
     assert not list(records_dir.glob("109*")) and not list(records_dir.glob(".*"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("network down"),
+        urllib.error.URLError("[Errno -3] Temporary failure in name resolution"),
+        requests.exceptions.ConnectionError("Max retries exceeded"),
+        TimeoutError("timed out"),
+    ],
+    ids=["ConnectionError", "URLError", "requests", "TimeoutError"],
+)
+def test_network_failure_is_one_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def offline(db: str, dl_dir: str, records: list[str], annotators: list) -> None:
+        raise error
+
+    monkeypatch.setattr(mitbih_module.wfdb, "dl_database", offline)
+    target = tmp_path / "mitdb"
+    with pytest.raises(ConfigurationError) as info:
+        MITBIHDataModule(data_dir=str(target), records=["100"], download=True).prepare_data()
+    message = str(info.value)
+    assert message.startswith(f"could not download mitdb from PhysioNet ({type(error).__name__}")
+    assert str(error) in message and "check the network" in message
+    assert f"put the records 100 (.hea, .dat and .atr each) into {target}" in message
+    assert info.value.__cause__ is error
+    assert list(target.iterdir()) == []
+
+
+def test_cli_reports_a_failed_download_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def offline(db: str, dl_dir: str, records: list[str], annotators: list) -> None:
+        raise ConnectionError("network down")
+
+    monkeypatch.setattr(mitbih_module.wfdb, "dl_database", offline)
+    args = fast_dev_run_args("mitbih.yaml", tmp_path / "mitdb", tmp_path / "runs")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--data.download", "true", "--data.records", "[100]"])
+    assert exit_info.value.code == 2
+    line = cli_error_line(capsys.readouterr().err)
+    assert "could not download mitdb from PhysioNet (ConnectionError: network down)" in line
 
 
 def test_kaggle_csvs_are_read_cached_and_checked(

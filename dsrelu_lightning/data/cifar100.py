@@ -82,6 +82,8 @@ class CIFAR100DataModule(KFoldDataModule):
             self.data_dir,
             lambda tmp: CIFAR100(tmp, train=True, download=True),
             keep=lambda entry: entry.name == CIFAR100.base_folder,
+            what="CIFAR-100 with torchvision",
+            manual=f"torchvision's {CIFAR100.base_folder} folder (train, test, meta)",
         )
 
     def _split(self, name: str) -> TensorImageDataset:

@@ -236,6 +236,8 @@ class MITBIHDataModule(KFoldDataModule):
                 download_into(
                     self.data_dir,
                     lambda tmp: wfdb.dl_database("mitdb", str(tmp), missing, ["atr"]),
+                    what="mitdb from PhysioNet",
+                    manual=f"the records {_names(missing)} (.hea, .dat and .atr each)",
                 )
         for name in self._available_records():
             self._record_beats(name)
@@ -295,6 +297,13 @@ class MITBIHDataModule(KFoldDataModule):
             "test": self._test_records,
         }
         return {part: sorted(set(names.tolist())) for part, names in parts.items()}
+
+
+def _names(records: list[str], most: int = 8) -> str:
+    """``records`` comma-separated, the first ``most`` of them where there are more."""
+    if len(records) <= most:
+        return ", ".join(records)
+    return f"{', '.join(records[:most])}, ... ({len(records)} in all)"
 
 
 def _as_dataset(beats: RecordBeats) -> TensorDataset:
