@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from dsrelu_lightning.data import DigitsDataModule, holdout_indices, kfold_indices
 from dsrelu_lightning.data.cache import file_fingerprint, load_arrays, save_arrays
+from dsrelu_lightning.errors import ConfigurationError
 
 
 def _labels(n_per_class: int = 20, classes: int = 4) -> np.ndarray:
@@ -69,6 +71,23 @@ def test_holdout_is_stratified_and_disjoint() -> None:
         holdout_indices(labels, 1.0, seed=0)
 
 
+def test_group_holdout_warns_where_the_share_it_realises_differs() -> None:
+    labels = np.tile([0, 1], 60)
+    groups = np.repeat(np.arange(20), 6)
+    with pytest.warns(UserWarning, match=r"test_fraction=0.4 .*one of 2 parts: about 0.500"):
+        pool, test = holdout_indices(labels, 0.4, seed=0, groups=groups)
+    assert len(test) == len(labels) // 2  # 1 / round(1 / 0.4): half, not 40%
+    assert set(groups[pool]).isdisjoint(groups[test])
+    for fraction in (0.2, 0.25, 0.3, 0.45):  # within 0.05 of 1/5, 1/4, 1/3 and 1/2
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            holdout_indices(labels, fraction, seed=0, groups=groups)
+    with warnings.catch_warnings():  # without groups the share is test_fraction itself
+        warnings.simplefilter("error")
+        _, test = holdout_indices(labels, 0.4, seed=0)
+    assert len(test) == 48
+
+
 def test_digits_module_shapes_and_splits() -> None:
     dm = DigitsDataModule(batch_size=16, fold_index=1)
     assert (dm.num_classes, dm.in_channels) == (10, 1)
@@ -84,8 +103,21 @@ def test_digits_module_shapes_and_splits() -> None:
 def test_digits_bad_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         DigitsDataModule(batch_size=0)
-    with pytest.raises(ValueError, match="test_fraction"):
-        DigitsDataModule(test_fraction=0.0)
+    for fraction in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigurationError, match=r"test_fraction must lie in \(0, 1\)"):
+            DigitsDataModule(test_fraction=fraction)
+    for seed in (-1, 2**32, 1.5):
+        with pytest.raises(ConfigurationError, match=r"seed must be an integer in \[0, "):
+            DigitsDataModule(seed=seed)  # type: ignore[arg-type]
+
+
+def test_digits_test_fraction_is_judged_on_the_real_labels() -> None:
+    dm = DigitsDataModule(test_fraction=0.05)  # 90 of 1,797 images: 9 per class
+    dm.setup("fit")
+    assert sum(dm.summary()["test"]) == 90 and min(dm.summary()["test"]) >= 8
+    too_small = DigitsDataModule(test_fraction=0.003)  # 6 test images for 10 classes
+    with pytest.raises(ConfigurationError, match="of 1797 samples"):
+        too_small.setup("fit")
 
 
 def test_summary_counts_every_split_and_setup_logs_it_once(

@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
 
 from dsrelu_lightning.data.kfold import KFoldDataModule, holdout_indices
+from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = ["DigitsDataModule"]
 
@@ -20,7 +21,8 @@ class DigitsDataModule(KFoldDataModule):
     pool's mean and standard deviation. Samples are ``(1, 8, 8)`` float32 tensors.
 
     Args:
-        test_fraction: share of the images held out for ``trainer.test``.
+        test_fraction: share of the images held out for ``trainer.test``, in (0, 1);
+            ``setup`` reports a share too small or too large to stratify over 10 classes.
         **kwargs: see :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`.
     """
 
@@ -36,10 +38,12 @@ class DigitsDataModule(KFoldDataModule):
         test_fraction: float = 0.2,
     ) -> None:
         super().__init__(data_dir, batch_size, num_workers, num_folds, fold_index, seed, download)
+        # Only the range here: whether the 1,797 real labels can be split is setup's to say.
+        if not 0.0 < test_fraction < 1.0:
+            raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         self.test_fraction = test_fraction
         self.num_classes = 10
         self.in_channels = 1
-        holdout_indices(np.repeat(np.arange(10), 10), test_fraction, seed)  # validate early
         self._tensors: dict[str, TensorDataset] = {}
 
     def _split(self) -> dict[str, TensorDataset]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
@@ -24,6 +25,9 @@ __all__ = [
     "holdout_indices",
     "kfold_indices",
 ]
+
+GROUP_FRACTION_TOLERANCE = 0.05
+"""How far a group-aware held-out share may be from test_fraction before a warning."""
 
 
 def kfold_indices(
@@ -72,8 +76,10 @@ def holdout_indices(
     """Stratified (pool, test) indices: ``test_fraction`` of the samples are held out.
 
     With ``groups`` (e.g. patient ids) whole groups are held out: the test part is one
-    fold of a StratifiedGroupKFold with ``round(1 / test_fraction)`` folds, so its share
-    is about ``test_fraction`` and no group is on both sides.
+    fold of a StratifiedGroupKFold with ``n = max(2, round(1 / test_fraction))`` folds, so
+    its share is about ``1 / n``, not ``test_fraction`` itself (0.2 gives 1/5, 0.3 gives
+    1/3, 0.4 gives 1/2), and no group is on both sides. Where ``1 / n`` differs from
+    ``test_fraction`` by more than 0.05, a warning says which share is used.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
@@ -83,6 +89,15 @@ def holdout_indices(
         raise ConfigurationError(
             f"test_fraction={test_fraction} needs at least {num_parts} groups to hold whole "
             f"groups out, but the data has {len(np.unique(groups))}"
+        )
+    if (
+        groups is not None
+        and abs(1.0 / num_parts - test_fraction) > GROUP_FRACTION_TOLERANCE + 1e-9
+    ):
+        rank_zero_warn(
+            f"test_fraction={test_fraction} with whole groups held out is realised as one "
+            f"of {num_parts} parts: about {1.0 / num_parts:.3f} of the data is the test set. "
+            f"Choose 1/n (e.g. 0.2, 0.25, 0.333) to get the share you ask for"
         )
     try:
         if groups is None:
@@ -154,6 +169,19 @@ def _check_folds(num_folds: int, fold_index: int) -> None:
         )
 
 
+MAX_SEED = 2**32 - 1
+"""Largest seed scikit-learn's splitters accept (their random_state is a NumPy seed)."""
+
+
+def _check_seed(seed: int) -> None:
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= seed <= MAX_SEED
+    ):
+        raise ConfigurationError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+
+
 class KFoldDataModule(pl.LightningDataModule, ABC):
     """Base of every data module: fold ``fold_index`` of ``num_folds`` is validation.
 
@@ -170,7 +198,8 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
         num_workers: DataLoader worker processes (0 loads in the main process).
         num_folds: number of cross-validation folds (>= 2).
         fold_index: which fold is the validation set, in [0, num_folds).
-        seed: seed of the fold shuffling; the same seed gives the same folds.
+        seed: seed of the fold shuffling, in [0, 2**32 - 1]; the same seed gives the same
+            folds.
         download: fetch the data in ``prepare_data`` where a public source exists.
     """
 
@@ -194,6 +223,7 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ConfigurationError(f"num_workers must be >= 0, got {num_workers}")
+        _check_seed(seed)
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.num_workers = num_workers
