@@ -83,6 +83,18 @@ def test_missing_or_empty_data_names_both_layouts(tmp_path: Path) -> None:
         assert "no public download" in message
 
 
+def test_images_folder_without_its_csvs_names_them(tmp_path: Path) -> None:
+    write_csv_layout(tmp_path)
+    for table in ("train.csv", "val.csv", "test.csv"):
+        (tmp_path / table).unlink()
+    with pytest.raises(ConfigurationError) as info:
+        _module(tmp_path, num_classes=100).setup("fit")
+    message = str(info.value)
+    assert f"{tmp_path / 'images'} exists but {tmp_path} lacks train.csv, val.csv and " in message
+    assert "one folder per class" in message and "no public download" in message
+    assert "found 1 classes" not in message and "--data.num_classes" not in message
+
+
 def test_bad_contents_are_reported(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "tree")
     with pytest.raises(ConfigurationError, match="--data.num_classes 4"):

@@ -57,11 +57,17 @@ def find_images(root: str | Path) -> list[tuple[Path, str]]:
     """``(image path, class name)`` of every image under ``root``, in a stable order.
 
     Accepts the ``images/`` + ``train.csv``/``val.csv``/``test.csv`` layout (the CSV
-    splits, whose classes are disjoint, are pooled) or an ImageFolder tree.
+    splits, whose classes are disjoint, are pooled) or an ImageFolder tree. An
+    ``images/`` folder without any of the CSVs is an error, not a class called "images".
     """
     root = Path(root)
     tables = [root / name for name in SPLIT_FILES if (root / name).is_file()]
-    if (root / "images").is_dir() and tables:
+    if (root / "images").is_dir():
+        if not tables:  # not an ImageFolder tree with one class called "images"
+            raise ConfigurationError(
+                f"{root / 'images'} exists but {root} lacks train.csv, val.csv and test.csv "
+                f"(columns filename,label) that label its images; {_layouts_hint(root)}"
+            )
         return _read_csv_layout(root, tables)
     if not root.is_dir():
         raise ConfigurationError(
