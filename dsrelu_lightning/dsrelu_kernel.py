@@ -7,18 +7,22 @@ custom autograd Function that saves ONE tensor of ``x``'s size for backward: the
 bytes than ``F.leaky_relu`` (which saves ``x``), and the saved ``y`` is usually the same
 tensor the next layer saves anyway.
 
-Two kernels compute the same values, bit for bit:
+Two kernels compute the same values, bit for bit for finite inputs:
 
 - compiled: :func:`dsrelu_formula` through ``torch.compile`` (inductor: C++/OpenMP on
-  CPU, Triton on CUDA), one fused pass each way; shapes dynamic and the slope a tensor
-  input, so it compiles once per dtype and device and never as the slope changes. Used
-  for contiguous tensors of at least :data:`COMPILED_KERNEL_MIN_NUMEL` elements, below
+  CPU, Triton on CUDA), one fused pass each way; shapes dynamic, and the slope and
+  ``negative_slope`` 0-dim tensor inputs, so no value of either ever recompiles. Each
+  :data:`KernelKey` (forward or backward, dtype, device type, grad mode, rank) has its
+  own compiled function, compiled once (dynamo guards on all of these), so one key's
+  recompilations never count against another's ``recompile_limit``. Used for
+  contiguous tensors of at least :data:`COMPILED_KERNEL_MIN_NUMEL` elements, below
   which a compiled call's fixed cost (~25 us on CPU) outweighs its savings.
 - eager: a few aten ops without boolean masks or ``torch.where`` (slow on CPU), exact
   by construction: ``addcmul(neg * min(x, 0), relu(x), s)`` adds an exact zero to the
   one non-zero product. Used below the size limit, for non-contiguous tensors, with
-  ``DSRELU_KERNEL=eager``, or after a compilation failure (no C++ compiler or Triton;
-  warned once).
+  ``DSRELU_KERNEL=eager``, for a key that reached dynamo's ``recompile_limit``, and on
+  a device type where compiling or running a compiled kernel failed (e.g. no C++
+  compiler or Triton); each fallback is warned once, saying which.
 
 Saving the output means an in-place change to ``y`` before backward raises autograd's
 usual version-counter error (as for ``nn.ReLU``). Where ``s * x`` underflows to zero
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +43,7 @@ from torch import Tensor
 
 __all__ = [
     "COMPILED_KERNEL_MIN_NUMEL",
+    "KernelKey",
     "dsrelu",
     "dsrelu_backward_eager",
     "dsrelu_formula",
@@ -51,16 +57,23 @@ COMPILED_KERNEL_MIN_NUMEL = 1 << 17
 """Smaller tensors run the eager kernel (measured crossover on CPU, docs/performance.md)."""
 
 _COMPILABLE_DEVICES = ("cpu", "cuda")
+# What dynamo raises under fullgraph=True once a code object reached its recompile limit
+# (FailOnCacheLimitHit in earlier torch releases).
+_RECOMPILE_LIMIT_ERRORS = ("FailOnRecompileLimitHit", "FailOnCacheLimitHit")
 _MODES = ("auto", "compiled", "eager")
 
 
-def dsrelu_formula(x: Tensor, slope: Tensor, negative_slope: float) -> Tensor:
-    """``x * where(x > 0, slope, negative_slope)``: the reference, and the compiled kernel."""
+def dsrelu_formula(x: Tensor, slope: Tensor, negative_slope: float | Tensor) -> Tensor:
+    """``x * where(x > 0, slope, negative_slope)``: the reference, and the compiled kernel.
+
+    The compiled kernel receives ``negative_slope`` as a 0-dim tensor in ``x``'s dtype
+    (a Python float would be a constant of the graph: one compilation per value).
+    """
     return x * torch.where(x > 0, slope, negative_slope)
 
 
 def dsrelu_gradient_formula(
-    grad: Tensor, saved: Tensor, slope: Tensor, negative_slope: float
+    grad: Tensor, saved: Tensor, slope: Tensor, negative_slope: float | Tensor
 ) -> Tensor:
     """Input gradient from ``saved`` (``x``, or ``y`` whose sign is ``x``'s)."""
     return grad * torch.where(saved > 0, slope, negative_slope)
@@ -84,37 +97,92 @@ def dsrelu_backward_eager(
     return torch.addcmul(_negative_part(grad - positive, negative_slope), positive, slope)
 
 
+KernelKey = tuple[int, torch.dtype, str, str, int]
+"""(0 forward / 1 backward, dtype, device type, grad mode, rank of the input).
+
+The grad mode is ``"autograd"`` for an input that requires grad (training),
+``"no_grad"`` for one that does not (Lightning's validation inside ``fit``, and the
+backward kernel), ``"inference"`` under ``torch.inference_mode`` (``validate``,
+``test``, ``predict``): dynamo guards on ``requires_grad`` and on inference tensors.
+"""
+
+
+def _own_copy(formula: Callable[..., Tensor], key: KernelKey) -> Callable[..., Tensor]:
+    """``formula`` with a code object of its own, named after ``key``.
+
+    Dynamo keeps its compiled graphs, and counts recompilations against
+    ``recompile_limit``, per code object: one compiled function per key needs a copy.
+    """
+    _, dtype, device, mode, rank = key
+    name = f"{formula.__name__}_{str(dtype).removeprefix('torch.')}_{device}_{mode}_{rank}d"
+    code = formula.__code__.replace(co_name=name)
+    return types.FunctionType(code, formula.__globals__, name, None, None)
+
+
 class _KernelState:
-    """Process-wide kernel choice and the compiled kernels (created on first use)."""
+    """Process-wide kernel choice, the compiled kernels (created on first use per key),
+    their fallbacks, and cached ``negative_slope`` tensors."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.mode = self._mode_from_env()
-        self.failed = False
-        self.kernels: dict[int, Callable[..., Tensor]] = {}
+        self.failed_devices: set[str] = set()
+        self.eager_keys: set[KernelKey] = set()
+        self.kernels: dict[KernelKey, Callable[..., Tensor]] = {}
+        self.constants: dict[tuple[Any, ...], Tensor] = {}
 
     @staticmethod
     def _mode_from_env() -> str:
         mode = os.environ.get("DSRELU_KERNEL", "auto").strip().lower()
         return mode if mode in _MODES else "auto"
 
-    def kernel(self, index: int) -> Callable[..., Tensor]:
-        """The compiled forward (``index`` 0) or backward (1) kernel."""
-        if index not in self.kernels:
+    def kernel(self, key: KernelKey) -> Callable[..., Tensor]:
+        """The compiled forward (``key[0]`` 0) or backward (1) kernel for ``key``."""
+        kernel = self.kernels.get(key)
+        if kernel is None:
             with self.lock:
-                if index not in self.kernels:
-                    formula = (dsrelu_formula, dsrelu_gradient_formula)[index]
-                    self.kernels[index] = torch.compile(formula, dynamic=True, fullgraph=True)
-        return self.kernels[index]
+                kernel = self.kernels.get(key)
+                if kernel is None:
+                    formula = (dsrelu_formula, dsrelu_gradient_formula)[key[0]]
+                    kernel = torch.compile(_own_copy(formula, key), dynamic=True, fullgraph=True)
+                    self.kernels[key] = kernel
+        return kernel
 
-    def disable_after(self, error: Exception) -> None:
-        self.failed = True
+    def constant(self, value: float, like: Tensor) -> Tensor:
+        """``value`` as a 0-dim tensor in ``like``'s dtype and device (cached: no host
+        copy per call), created in the current inference mode as the slope is."""
+        # float.hex tells -0.0 from 0.0, and a NaN matches itself.
+        key = (float(value).hex(), like.dtype, like.device, torch.is_inference_mode_enabled())
+        tensor = self.constants.get(key)
+        if tensor is None:
+            tensor = torch.tensor(value, dtype=like.dtype, device=like.device)
+            self.constants[key] = tensor
+        return tensor
+
+    def eager_for_key(self, key: KernelKey, error: Exception) -> None:
+        """``key`` recompiled past dynamo's ``recompile_limit``: eager for it from now on."""
+        self.eager_keys.add(key)
+        index, dtype, device, mode, rank = key
+        what = "backward" if index else "forward"
         warnings.warn(
-            f"DSReLU's compiled kernel is unavailable ({type(error).__name__}: {error}); "
-            "using the eager kernel (same results, slower). Set DSRELU_KERNEL=eager to "
-            "skip the attempt.",
+            f"DSReLU's compiled {what} kernel for {rank}-D {str(dtype)[6:]} tensors on "
+            f"{device} ({mode}) reached torch._dynamo's recompile_limit "
+            f"({_recompile_limit()}; {type(error).__name__}): those calls "
+            "use the eager kernel from now on (same results, slower); other dtypes and "
+            "modes stay compiled.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
+        )
+
+    def disable_device(self, device: str, error: Exception) -> None:
+        """Compiling or running a compiled kernel failed on ``device``: eager there."""
+        self.failed_devices.add(device)
+        warnings.warn(
+            f"compiling or running DSReLU's fused kernel on {device} failed "
+            f"({type(error).__name__}: {error}); using the eager kernel on {device} from "
+            "now on (same results, slower). Set DSRELU_KERNEL=eager to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=4,
         )
 
 
@@ -126,16 +194,18 @@ def set_kernel_mode(mode: str) -> None:
 
     ``"auto"`` compiles for contiguous CPU/CUDA tensors of at least
     :data:`COMPILED_KERNEL_MIN_NUMEL` elements; ``"compiled"`` drops the size limit
-    (tests); ``"eager"`` never compiles. Resets a previous compilation failure.
+    (tests); ``"eager"`` never compiles. Resets previous fallbacks (failed devices,
+    keys past the recompile limit).
     """
     if mode not in _MODES:
         raise ValueError(f"DSReLU kernel mode must be one of {_MODES}, got {mode!r}")
     _STATE.mode = mode
-    _STATE.failed = False
+    _STATE.failed_devices.clear()
+    _STATE.eager_keys.clear()
 
 
 def _use_compiled(first: Tensor, *others: Tensor) -> bool:
-    if _STATE.mode == "eager" or _STATE.failed:
+    if _STATE.mode == "eager" or first.device.type in _STATE.failed_devices:
         return False
     if _STATE.mode == "auto" and first.numel() < COMPILED_KERNEL_MIN_NUMEL:
         return False
@@ -147,17 +217,41 @@ def _use_compiled(first: Tensor, *others: Tensor) -> bool:
     )
 
 
+def _recompile_limit() -> object:
+    config = torch._dynamo.config
+    return getattr(config, "recompile_limit", getattr(config, "cache_size_limit", "?"))
+
+
+def _grad_mode(x: Tensor) -> str:
+    if torch.is_inference_mode_enabled():
+        return "inference"
+    return "autograd" if x.requires_grad else "no_grad"
+
+
 def _run(
-    index: int, eager: Callable[..., Tensor], tensors: tuple[Tensor, ...], *args: Any
+    index: int,
+    eager: Callable[..., Tensor],
+    tensors: tuple[Tensor, ...],
+    slope: Tensor,
+    negative_slope: float,
 ) -> Tensor:
     """Run kernel ``index`` (0 forward, 1 backward) compiled on flat views, else eagerly."""
+    first = tensors[0]
     if _use_compiled(*tensors):
-        try:
-            flat = [t.view(-1) for t in tensors]
-            return _STATE.kernel(index)(*flat, *args).view(tensors[0].shape)
-        except Exception as error:  # no compiler/Triton: fall back once, for good
-            _STATE.disable_after(error)
-    return eager(*tensors, *args)
+        key = (index, first.dtype, first.device.type, _grad_mode(first), first.dim())
+        if key not in _STATE.eager_keys:
+            try:
+                negative = _STATE.constant(negative_slope, first)
+                flat = [t.view(-1) for t in tensors]
+                return _STATE.kernel(key)(*flat, slope, negative).view(first.shape)
+            except torch.cuda.OutOfMemoryError:
+                raise  # not a compiler problem; the eager kernel needs more memory still
+            except Exception as error:
+                if type(error).__name__ in _RECOMPILE_LIMIT_ERRORS:
+                    _STATE.eager_for_key(key, error)
+                else:  # no C++ compiler or Triton, an inductor bug, ...
+                    _STATE.disable_device(first.device.type, error)
+    return eager(*tensors, slope, negative_slope)
 
 
 class _DSReLUFunction(torch.autograd.Function):
@@ -205,14 +299,31 @@ def dsrelu(x: Tensor, slope: Tensor, negative_slope: float = 1.0) -> Tensor:
     return _DSReLUFunction.apply(x, slope, negative_slope)
 
 
+def _warm_up_shape() -> tuple[int, int, int, int]:
+    """4-D like a convolution's activations, at least the compiled-kernel size, every size
+    distinct and above 1: dynamo then neither specialises a size to 1 nor assumes two
+    sizes equal, so any later 4-D activation (rank is part of the key) reuses the graph."""
+    return (2, 3, 5, -(-COMPILED_KERNEL_MIN_NUMEL // 30))
+
+
 def warm_up(device: torch.device | str, dtype: torch.dtype) -> None:
-    """Compile the forward and backward kernels for ``device`` and ``dtype`` now.
+    """Compile the kernels a training run uses, for ``device`` and ``dtype``, now.
 
     Otherwise the first large DSReLU call compiles them (seconds), e.g. inside the first
-    timed training epoch. Does nothing where the eager kernel would run anyway.
+    timed training epoch. Compiles, for 4-D inputs (a convolution's activations), the
+    forward and backward kernels of a training step, the forward kernel without grad
+    (Lightning's validation inside ``fit``) and under ``torch.inference_mode``
+    (``validate``, ``test``). Does nothing where the eager kernel would run anyway.
     """
-    x = torch.zeros(COMPILED_KERNEL_MIN_NUMEL, device=device, dtype=dtype, requires_grad=True)
-    if _use_compiled(x):
-        with torch.enable_grad():
-            y = dsrelu(x, torch.ones((), device=device, dtype=dtype), 1.0)
-            y.backward(torch.ones_like(y))
+    shape = _warm_up_shape()
+    x = torch.zeros(shape, device=device, dtype=dtype, requires_grad=True)
+    if not _use_compiled(x):
+        return
+    with torch.enable_grad():
+        y = dsrelu(x, torch.ones((), device=device, dtype=dtype), 1.0)
+        y.backward(torch.ones_like(y))
+    with torch.no_grad():
+        dsrelu(x.detach(), torch.ones((), device=device, dtype=dtype), 1.0)
+    with torch.inference_mode():
+        slope = torch.ones((), device=device, dtype=dtype)
+        dsrelu(torch.zeros(shape, device=device, dtype=dtype), slope, 1.0)

@@ -6,12 +6,14 @@ Speed itself is measured by benchmarks/ (ratios in one run), never here.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 
 import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 from torch._dynamo.utils import counters
@@ -27,6 +29,17 @@ def kernel_mode() -> Iterator[None]:
     """Restore the process-wide kernel mode after a test changes it."""
     yield
     kernel.set_kernel_mode("auto")
+
+
+@pytest.fixture
+def fresh_kernels(kernel_mode: None) -> Iterator[None]:
+    """No compiled kernel and no dynamo cache entry yet; counters start at zero."""
+    torch._dynamo.reset()
+    kernel._STATE.kernels.clear()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+    kernel._STATE.kernels.clear()
 
 
 def _formula(x: torch.Tensor, slope: float, negative_slope: float) -> torch.Tensor:
@@ -112,17 +125,68 @@ def test_output_saving_gives_the_right_gradient_for_every_sign(kernel_mode: None
 def test_compile_failure_falls_back_to_eager_once(
     kernel_mode: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(index: int) -> None:
+    def broken(key: kernel.KernelKey) -> None:
         raise RuntimeError("no C++ compiler")
 
     kernel.set_kernel_mode("compiled")
     monkeypatch.setattr(kernel._STATE, "kernel", broken)
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    with pytest.warns(RuntimeWarning, match="compiled kernel is unavailable"):
+    with pytest.warns(RuntimeWarning, match="on cpu failed .RuntimeError: no C.. compiler"):
         y = kernel.dsrelu(x, torch.tensor(2.0), 1.0)
     torch.testing.assert_close(y, _formula(x.detach(), 2.0, 1.0))
-    y.sum().backward()  # no second warning: the fallback is for good
-    assert kernel._STATE.failed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: the fallback is for good
+        y.sum().backward()
+        kernel.dsrelu(x.double(), torch.tensor(2.0, dtype=torch.float64), 0.5)
+    assert kernel._STATE.failed_devices == {"cpu"}
+
+
+def test_recompile_limit_falls_back_to_eager_for_that_key_only(
+    fresh_kernels: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel.set_kernel_mode("compiled")
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    slope = torch.tensor(1.5)
+    with torch.no_grad():
+        kernel.dsrelu(torch.randn(2, 3, 4, 5), slope, 1.0)  # compiled; sizes dynamic
+        # A size of 1 is specialised: a second graph for this key, past the limit of 1.
+        with pytest.warns(RuntimeWarning, match="forward kernel for 4-D float32 .*recompile"):
+            y = kernel.dsrelu(torch.randn(1, 3, 4, 5), slope, 1.0)
+        assert y.shape == (1, 3, 4, 5)
+        key = (0, torch.float32, "cpu", "no_grad", 4)
+        assert kernel._STATE.eager_keys == {key}
+        graphs = counters["stats"]["unique_graphs"]
+        kernel.dsrelu(torch.randn(2, 3, 4, 5, dtype=torch.float64), slope.double(), 1.0)
+    assert counters["stats"]["unique_graphs"] == graphs + 1  # float64 still compiles
+    assert not kernel._STATE.failed_devices
+
+
+def test_negative_slopes_dtypes_and_modes_keep_the_compiled_kernel(fresh_kernels: None) -> None:
+    # negative_slope used to be a Python float baked into the graph: every (dtype,
+    # negative_slope) pair compiled anew, the 9th hit dynamo's recompile_limit and the
+    # fullgraph error switched the compiled kernel off for the whole process.
+    kernel.set_kernel_mode("compiled")
+    dtypes = (torch.float32, torch.float64, torch.bfloat16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for dtype in dtypes:
+            for negative_slope in (1.0, 0.0, -0.3, 0.5, 2.0):
+                x = torch.randn(2, 3, 4, 5, dtype=dtype, requires_grad=True)
+                slope = torch.tensor(1.7, dtype=dtype)
+                y = kernel.dsrelu(x, slope, negative_slope)
+                y.backward(torch.ones_like(y))
+                torch.testing.assert_close(
+                    y, kernel.dsrelu_formula(x.detach(), slope, negative_slope)
+                )
+                with torch.no_grad():
+                    kernel.dsrelu(x.detach(), slope, negative_slope)
+                with torch.inference_mode():
+                    kernel.dsrelu(x.detach(), slope, negative_slope)
+    assert not [str(w.message) for w in caught if "DSReLU" in str(w.message)]
+    # One graph per kernel, dtype and grad mode: forward (autograd, no_grad, inference)
+    # and backward.
+    assert counters["stats"]["unique_graphs"] == 4 * len(dtypes)
+    assert not counters["unimplemented"]
 
 
 def test_slope_follows_progress_state_dict_and_dtype() -> None:
@@ -180,6 +244,34 @@ def test_classifier_compile_option_keeps_weight_names_and_fuses_adam() -> None:
     assert list(module.state_dict()) == list(plain.state_dict())
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+
+
+class _GraphsAtFirstEpoch(Callback):
+    """Dynamo's graph count when the first epoch starts (after ``on_train_start``'s warm-up)."""
+
+    graphs: int | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.graphs is None:
+            self.graphs = counters["stats"]["unique_graphs"]
+
+
+def test_fit_compiles_nothing_after_the_warm_up(
+    fresh_kernels: None, tiny_trainer_kwargs: dict
+) -> None:
+    # warm_up used a 1-D tensor: the first 4-D activation recompiled (dynamo guards the
+    # flat view's base) and so did the first validation batch (an input without grad),
+    # both inside the timed first epoch.
+    module = ResNetClassifier(10, in_channels=1, stem="cifar")
+    probe = _GraphsAtFirstEpoch()
+    trainer = pl.Trainer(max_epochs=2, callbacks=[SlopeScheduler(), probe], **tiny_trainer_kwargs)
+    # Batch 32 of 1x8x8 digits: the first stage's 32x64x8x8 activations use the compiled
+    # kernel (COMPILED_KERNEL_MIN_NUMEL), in training and in validation.
+    assert kernel.COMPILED_KERNEL_MIN_NUMEL <= 32 * 64 * 8 * 8
+    trainer.fit(module, DigitsDataModule(batch_size=32))
+    assert probe.graphs  # warm-up compiled the kernels before the first epoch ...
+    assert counters["stats"]["unique_graphs"] == probe.graphs  # ... and the fit nothing more
+    assert not counters["recompiles"] and not counters["unimplemented"]
 
 
 def test_bf16_mixed_fit_runs_dsrelu_in_bf16_and_logs_float32(tiny_trainer_kwargs: dict) -> None:
