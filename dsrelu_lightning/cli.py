@@ -160,9 +160,31 @@ class DSReLUCLI(LightningCLI):
         folders that cannot be written or lack room for checkpoints, before training."""
         self._check_schedule_length()
         self._check_checkpoint_fits_data()
+        self._warn_if_last_only_at_the_end()
+        self._check_output_folders(needed_bytes=self._checkpoint_bytes())
+
+    def _warn_if_last_only_at_the_end(self) -> None:
+        # Lightning writes save_last only after a top-k save in the same step, so with
+        # save_top_k=0 there is no last.ckpt to resume from until training ends.
+        for callback in self.trainer.checkpoint_callbacks:
+            if getattr(callback, "save_top_k", 1) == 0 and getattr(callback, "save_last", None):
+                rank_zero_warn(
+                    "--checkpoint.save_top_k 0: Lightning then writes last.ckpt only when "
+                    "training ends, so a killed run cannot resume; to keep one checkpoint "
+                    "file per run use --checkpoint.monitor null --checkpoint.save_last link"
+                )
+
+    def _checkpoint_bytes(self) -> int:
+        """About the disk the checkpoint callbacks keep: each copy holds the weights and,
+        unless weights-only, Adam's two moments."""
         param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        # best + last checkpoints, each with weights and Adam's two moments
-        self._check_output_folders(needed_bytes=6 * param_bytes)
+        total = 0
+        for callback in self.trainer.checkpoint_callbacks:
+            # save_top_k=-1 keeps every epoch: count at least one copy; "link" adds none.
+            top_k, last = getattr(callback, "save_top_k", 1), getattr(callback, "save_last", None)
+            copies = abs(top_k) + bool(last and not (last == "link" and top_k))
+            total += copies * param_bytes * (1 if getattr(callback, "save_weights_only", 0) else 3)
+        return total
 
     def _before_evaluation(self) -> None:
         self._check_checkpoint_fits_data()

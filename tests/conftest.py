@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 @pytest.fixture(autouse=True)
 def _deterministic_cpu() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _drop_checkpoints(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Delete a test's checkpoints when it ends, whatever its outcome.
+
+    A ResNet-34 checkpoint with Adam's moments is about 250 MB; kept for the whole
+    session they filled a CI disk. (pyproject's ``tmp_path_retention_policy`` removes
+    passed tests' folders; this also covers failed ones, whose logs stay.)
+    """
+    folder = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    for checkpoint in folder.rglob("*.ckpt") if folder is not None else ():
+        checkpoint.unlink(missing_ok=True)
 
 
 @pytest.fixture

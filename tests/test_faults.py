@@ -28,6 +28,8 @@ CONFIG = str(ROOT / "configs" / "digits.yaml")
 
 
 def _quick(root: Path, epochs: int = 3) -> list[str]:
+    """A short digits fit keeping one checkpoint file, the latest epoch's, with last.ckpt
+    a link to it (each ResNet-34 checkpoint is ~250 MB; CI disks can be small)."""
     return [
         "--config",
         CONFIG,
@@ -38,6 +40,8 @@ def _quick(root: Path, epochs: int = 3) -> list[str]:
         "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
+        "--checkpoint.monitor=null",
+        "--checkpoint.save_last=link",
     ]
 
 
@@ -87,6 +91,10 @@ def test_ckpt_path_last_resumes_only_a_run_with_the_same_model_and_data(tmp_path
     main(["fit", *_quick(tmp_path, epochs=1), "--model.activation=relu"])
     main(["fit", *_quick(tmp_path, epochs=1), "--model.activation=mish", "--data.fold_index=2"])
     logs = tmp_path / "lightning_logs"
+    # Only the config.yaml of a run that does not match is read: truncating its
+    # checkpoint saves disk, and would make a wrong pick fail as corrupt.
+    mish = logs / "version_1" / "checkpoints" / "last.ckpt"
+    mish.write_bytes(mish.read_bytes()[:4096])
 
     # The newest run is mish on fold 2: "last" must pick the relu run instead ...
     main(["fit", *_quick(tmp_path, epochs=2), "--model.activation=relu", "--ckpt_path=last"])
@@ -127,7 +135,7 @@ class PoisonWeights(Callback):
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, tiny_trainer_kwargs: dict
 ) -> None:
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_last=True)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last="link")  # one file
     callbacks = [SlopeScheduler(), FiniteLossGuard(), checkpoint, PoisonWeights(1, 1)]
     trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, **tiny_trainer_kwargs)
     model = ResNetClassifier(10, in_channels=1, stem="cifar")
@@ -162,6 +170,17 @@ def test_a_full_disk_leaves_no_half_written_file(tmp_path: Path, monkeypatch) ->
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
+def test_room_needed_counts_the_checkpoint_files_kept(tmp_path: Path) -> None:
+    base = ["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}"]
+    cli = build_cli(base, run=False)
+    checkpoint_bytes = 3 * sum(p.numel() * 4 for p in cli.model.parameters())  # + Adam
+    assert cli._checkpoint_bytes() == 2 * checkpoint_bytes  # best and last
+    assert build_cli(_quick(tmp_path), run=False)._checkpoint_bytes() == checkpoint_bytes
+    cli = build_cli([*base, "--checkpoint.save_top_k=0"], run=False)
+    with pytest.warns(UserWarning, match="writes last.ckpt only when training ends"):
+        cli._warn_if_last_only_at_the_end()
+
+
 def test_output_dir_without_room_is_refused_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="MiB free but the run needs about"):
         check_output_dir(tmp_path, needed_bytes=2**62)
@@ -182,6 +201,7 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         "--trainer.accelerator=cpu",
         "--trainer.limit_val_batches=1.0",
         "--trainer.callbacks+=ddp_probe.RankProbe",
+        "--checkpoint.save_last=false",  # nothing here reads a checkpoint
         "--data=ddp_probe.PrepareCountingDigits",
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
