@@ -5,9 +5,12 @@ args>`` (see :func:`cell_args`; its ``result.json`` records the command), run in
 folder ``<output>/<dataset>/<label>/fold<k>/`` with its TensorBoard logs, config.yaml,
 epoch_metrics.csv, checkpoints/ and, once finished, ``result.json`` (written atomically).
 
-On a rerun a cell with a ``result.json`` is skipped; one without resumes from its own
-``checkpoints/last.ckpt``, or starts afresh when there is none, so a grid killed at any
-moment (kill -9 included) completes by rerunning the same command.
+On a rerun a cell with a ``result.json`` is skipped, provided its saved ``config.yaml``
+matches the config this run would use (else the command stops: its result would be reported
+as the new settings'); one without resumes from its own ``checkpoints/last.ckpt``, or starts
+afresh when there is none, so a grid killed at any moment (kill -9 included) completes by
+rerunning the same command. A cell is run under an exclusive lock on its ``.lock`` file: a
+cell that another process is running is left alone.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import shlex
 import shutil
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import lightning
 import lightning.pytorch as pl
@@ -45,7 +49,7 @@ from dsrelu_lightning.grid import (
     Cell,
     Grid,
     Variant,
-    check_name,
+    cv_label,
     grid_cells,
     load_grid,
     parse_folds,
@@ -55,6 +59,11 @@ from dsrelu_lightning.grid import (
 )
 from dsrelu_lightning.io import atomic_write_json
 from dsrelu_lightning.report import CommandParser, write_report
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: cells run unlocked
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "ConfigInfo",
@@ -69,6 +78,9 @@ __all__ = [
 STAGES = ("train", "val")
 METRICS = ("acc", "f1", "auroc", "loss")
 
+LOCK_FILE = ".lock"
+"""Held (flock) by the process running a cell; it stays in the cell's folder."""
+
 # Keys the grid sets for every cell; a user override of them would be silently replaced.
 _CELL_KEYS = (
     "data.fold_index",
@@ -79,7 +91,34 @@ _CELL_KEYS = (
 )
 _VARIANT_KEYS = ("model.activation", "model.activation_args")
 
-CellOutcome = Literal["skipped", "finished", "resumed"]
+# Selection, the tested checkpoint and resuming rely on these values.
+_SELECTION = {
+    "checkpoint.monitor": "val/loss",
+    "checkpoint.mode": "min",
+    "checkpoint.save_top_k": 1,
+    "checkpoint.save_last": True,
+    "early_stopping.monitor": "val/loss",
+}
+_SELECTION_RULE = (
+    "benchmark cells report and test the checkpoint of their lowest val/loss and resume from "
+    "last.ckpt, so checkpoint and early stopping must stay on val/loss (checkpoint mode min, "
+    "save_top_k 1, save_last true)"
+)
+
+# Keys of a cell's config that do not change its result: where its folder lies (the same
+# cell, its output given by a relative or absolute path) and what the console shows.
+_COSMETIC_KEYS = frozenset(
+    {
+        "trainer.default_root_dir",
+        "trainer.logger.init_args.save_dir",
+        "checkpoint.dirpath",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+    }
+)
+_SAVED_CONFIG = "config.yaml"  # SaveConfigCallback's config_filename, which build_cli keeps
+
+CellOutcome = Literal["skipped", "finished", "resumed", "busy"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +140,12 @@ def _build_cli(args: Sequence[str]) -> Any:
 
 def inspect_config(config: str | Path, overrides: Sequence[str] = ()) -> ConfigInfo:
     """Resolve ``config`` with ``overrides`` once, before any cell runs: bad input fails fast."""
+    return _inspect(config, overrides)[0]
+
+
+def _inspect(config: str | Path, overrides: Sequence[str]) -> tuple[ConfigInfo, Any]:
+    """:func:`inspect_config`, and the parser that resolved it (it can resolve any cell)."""
+    _check_overrides(overrides, _CELL_KEYS)
     cli = _build_cli(["--config", str(config), *overrides, "--trainer.logger", "false"])
     if cli.trainer.fast_dev_run:
         raise ConfigurationError(
@@ -112,6 +157,12 @@ def inspect_config(config: str | Path, overrides: Sequence[str] = ()) -> ConfigI
             "benchmark cells pick their best epoch by val/loss: validation must run "
             "(remove --trainer.limit_val_batches 0)"
         )
+    for key, needed in _SELECTION.items():
+        if cli.config[key] != needed:
+            raise ConfigurationError(
+                f"{key}={cli.config[key]!r} (from {str(config)!r} or the overrides), but "
+                f"{_SELECTION_RULE}; remove that setting"
+            )
     model = cli.config["model"]
     args = model.get("activation_args")
     info = ConfigInfo(
@@ -120,9 +171,10 @@ def inspect_config(config: str | Path, overrides: Sequence[str] = ()) -> ConfigI
         activation=str(model["activation"]),
         activation_args=dict(args) if args is not None else None,
     )
+    parser = cli.parser
     del cli
     gc.collect()
-    return info
+    return info, parser
 
 
 def cell_args(
@@ -192,23 +244,86 @@ def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
     return [] if before == after else [prefix.rstrip(".")]
 
 
+def _resolved(parser: Any, config: Any) -> dict[str, Any]:
+    """``config`` as the cell's saved config.yaml holds it (SaveConfigCallback's dump)."""
+    return yaml.safe_load(parser.dump(config, skip_none=False))
+
+
+def _check_unchanged(cell: Cell, directory: Path, now: Mapping[str, Any], finished: bool) -> None:
+    """Refuse to reuse ``cell``'s folder when the config saved there differs from ``now``.
+
+    Cosmetic keys (:data:`_COSMETIC_KEYS`) do not count; a folder without a saved config
+    has nothing to compare.
+    """
+    saved = directory / _SAVED_CONFIG
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    changed = [k for k in _changed_keys(before, dict(now)) if k not in _COSMETIC_KEYS]
+    if not changed:
+        return
+    keys = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+    if finished:
+        raise ConfigurationError(
+            f"cell {cell.name} finished with another configuration ({keys} changed), so its "
+            "result is not this command's: rerun with the original arguments, or use another "
+            "--output for the new settings"
+        )
+    raise ConfigurationError(
+        f"cell {cell.name} was started with another configuration ({keys} changed): rerun "
+        f"with the original arguments, or delete {str(directory)!r} to start that cell afresh"
+    )
+
+
 def _allow_resume(cli: Any, cell: Cell, directory: Path) -> None:
     """Check the cell's saved config matches this run's, and let it be rewritten."""
+    _check_unchanged(cell, directory, _resolved(cli.parser, cli.config), finished=False)
     for callback in cli.trainer.callbacks:
-        if not isinstance(callback, SaveConfigCallback):
+        if isinstance(callback, SaveConfigCallback):
+            callback.overwrite = True
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    """Lock ``handle``'s file exclusively without waiting; False if another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:  # a file system without locks
+        warnings.warn(
+            f"cannot lock {handle.name} ({exc.strerror or exc}): the cell runs unlocked, so "
+            "do not run it from two processes at once",
+            stacklevel=3,
+        )
+    return True
+
+
+@contextmanager
+def _cell_lock(directory: Path) -> Iterator[bool]:
+    """Hold ``directory``'s lock file (created if needed) while the block runs.
+
+    Yields False, holding nothing, when another process holds it. Closing the file
+    releases the lock, also when this process is killed.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK_FILE).open("a", encoding="utf-8") as handle:
+        yield _try_lock(handle)
+
+
+def _clear(directory: Path) -> None:
+    """Empty the folder of a cell killed before its first checkpoint, keeping its lock file.
+
+    The lock file stays: deleting it while held would let another process lock a new one.
+    """
+    for path in directory.iterdir():
+        if path.name == LOCK_FILE:
             continue
-        saved = directory / callback.config_filename
-        if saved.is_file():
-            before = yaml.safe_load(saved.read_text(encoding="utf-8"))
-            now = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
-            changed = _changed_keys(before, now)
-            if changed:
-                raise ConfigurationError(
-                    f"cell {cell.name} was started with another configuration "
-                    f"({', '.join(changed[:4])} changed): rerun with the original arguments, "
-                    f"or delete {str(directory)!r} to start that cell afresh"
-                )
-        callback.overwrite = True
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _fit(cli: Any, ckpt_path: Path | None) -> str | None:
@@ -329,17 +444,30 @@ def _stage(row: Mapping[str, float] | None, stage: str) -> dict[str, float | Non
 def run_cell(
     cell: Cell, output: str | Path, overrides: Sequence[str] = (), seed: int | bool = 42
 ) -> CellOutcome:
-    """Run ``cell`` to its ``result.json``: skip it if finished, resume it if interrupted."""
+    """Run ``cell`` to its ``result.json``: skip it if finished, resume it if interrupted.
+
+    Returns ``"busy"``, touching nothing, while another process runs the cell (holds its
+    lock). A finished or interrupted cell whose saved config differs from this run's
+    raises ConfigurationError.
+    """
     directory = cell.directory(output)
-    if (directory / RESULT_FILE).is_file():
-        return "skipped"
-    resumed_from = _checkpoint_epoch(directory / "checkpoints" / "last.ckpt")
-    if resumed_from is None and directory.exists():
-        shutil.rmtree(directory)  # killed before its first checkpoint: nothing to keep
-    args = cell_args(cell, output, overrides, seed)
+    with _cell_lock(directory) as locked:
+        if not locked:
+            return "busy"
+        return _run_locked(cell, directory, cell_args(cell, output, overrides, seed))
+
+
+def _run_locked(cell: Cell, directory: Path, args: Sequence[str]) -> CellOutcome:
     start = time.perf_counter()
+    finished = (directory / RESULT_FILE).is_file()  # e.g. by another process meanwhile
+    resumed_from = None if finished else _checkpoint_epoch(directory / "checkpoints" / "last.ckpt")
+    if not finished and resumed_from is None:
+        _clear(directory)  # killed before its first checkpoint: nothing to keep
     cli = _build_cli(args)
     try:
+        if finished:
+            _check_unchanged(cell, directory, _resolved(cli.parser, cli.config), finished=True)
+            return "skipped"
         if resumed_from is not None:
             _allow_resume(cli, cell, directory)
             print(f"  resuming from checkpoints/last.ckpt (epoch {resumed_from})", flush=True)
@@ -358,16 +486,44 @@ def run_cell(
     return "finished" if resumed_from is None else "resumed"
 
 
-def _check_overrides(overrides: Sequence[str], reserved: Sequence[str]) -> None:
+def _check_overrides(overrides: Sequence[str], grid_keys: Sequence[str]) -> None:
+    """Refuse overrides of keys the grid sets per cell and of the selection's keys.
+
+    A whole section (``--checkpoint '{...}'``) is left to :func:`inspect_config`'s check
+    of the resolved values.
+    """
     for token in overrides:
-        key = token[2:].split("=", 1)[0] if token.startswith("--") else None
-        taken = next((r for r in reserved if key == r or (key or "").startswith(r + ".")), None)
-        if taken:
+        if not token.startswith("--"):
+            continue
+        key = token[2:].split("=", 1)[0]
+        if any(key == r or key.startswith(r + ".") for r in grid_keys):
             raise ConfigurationError(
                 f"--{key} is set per cell by the grid and cannot be overridden: "
                 "choose activations with --activations or a --grid file's variants, folds with "
                 "--folds and the output folder with --output"
             )
+        if key in _SELECTION:
+            raise ConfigurationError(f"--{key} cannot be overridden: {_SELECTION_RULE}")
+
+
+def _check_finished(
+    cells: Sequence[Cell],
+    output: Path,
+    overrides: Sequence[str],
+    infos: Mapping[str, tuple[ConfigInfo, Any]],
+) -> None:
+    """Refuse, before any cell runs, finished cells that another configuration produced.
+
+    Each cell's config is only parsed (with the parser that resolved its dataset's
+    config), not built: a few tens of milliseconds per cell.
+    """
+    for cell in cells:
+        directory = cell.directory(output)
+        if (directory / RESULT_FILE).is_file():
+            info, parser = infos[cell.dataset]
+            args = cell_args(cell, output, overrides, info.seed)
+            now = _resolved(parser, parser.parse_args(args))
+            _check_unchanged(cell, directory, now, finished=True)
 
 
 def run_benchmark(
@@ -397,22 +553,24 @@ def run_benchmark(
     Returns:
         The ``result.json`` paths of this shard's cells.
     """
-    reserved = _CELL_KEYS + (_VARIANT_KEYS if any(v.activation for v in variants) else ())
-    _check_overrides(overrides, reserved)
+    grid_keys = _CELL_KEYS + (_VARIANT_KEYS if any(v.activation for v in variants) else ())
+    _check_overrides(overrides, grid_keys)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is a file; give a folder")
-    infos = {name: inspect_config(config, overrides) for name, config in datasets.items()}
+    infos = {name: _inspect(config, overrides) for name, config in datasets.items()}
     cell_folds = {
         name: parse_folds(",".join(map(str, folds)), info.num_folds)
         if folds is not None
         else tuple(range(info.num_folds))
-        for name, info in infos.items()
+        for name, (info, _) in infos.items()
     }
     cells = grid_cells({k: Path(v) for k, v in datasets.items()}, variants, cell_folds)
     mine = shard_cells(cells, *shard)
+    _check_finished(mine, output, overrides, infos)
     where = f" (shard {shard[0]}/{shard[1]}: {len(mine)} here)" if shard[1] > 1 else ""
     print(f"benchmark: {len(cells)} cells{where} under {output}", flush=True)
+    busy: list[str] = []
     for number, cell in enumerate(mine, start=1):
         line = f"cell {number}/{len(mine)}: {cell.name}"
         if (cell.directory(output) / RESULT_FILE).is_file():
@@ -420,9 +578,22 @@ def run_benchmark(
             continue
         print(line, flush=True)
         start = time.perf_counter()
-        run_cell(cell, output, overrides, infos[cell.dataset].seed)
-        print(f"{line} done in {time.perf_counter() - start:.1f} s", flush=True)
-    if report:
+        outcome = run_cell(cell, output, overrides, infos[cell.dataset][0].seed)
+        if outcome == "busy":
+            busy.append(cell.name)
+            print(f"{line}: running in another process", flush=True)
+        elif outcome == "skipped":
+            print(f"{line}: finished by another process meanwhile, skipped", flush=True)
+        else:
+            print(f"{line} done in {time.perf_counter() - start:.1f} s", flush=True)
+    if report and busy:
+        print(
+            f"report: not written: {len(busy)} cell(s) still running in another process "
+            f"({', '.join(busy[:3])}{', ...' if len(busy) > 3 else ''}); rerun this command "
+            "when they have finished",
+            flush=True,
+        )
+    elif report:
         summary = write_report(output, reference=reference)
         print(f"report: {summary}", flush=True)
     return [cell.directory(output) / RESULT_FILE for cell in mine]
@@ -476,12 +647,13 @@ def cv_main(argv: Sequence[str]) -> None:
     parser = _grid_parser("cv", "Cross-validate the config's activation over its folds.", True)
     args, overrides = parser.parse_known_args(list(argv))
     info = inspect_config(args.config, overrides)
+    label = cv_label(info.activation, info.activation_args)
     run_benchmark(
         args.output,
         {Path(args.config).stem: args.config},
-        [Variant(label=check_name("activation label", info.activation))],
+        [Variant(label=label)],
         parse_folds(args.folds) if args.folds else None,
         overrides,
         parse_shard(args.shard),
-        reference=info.activation,
+        reference=label,
     )

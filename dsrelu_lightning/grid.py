@@ -15,6 +15,7 @@ Every key is optional except that the grid must define at least one label.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections import Counter
@@ -34,6 +35,7 @@ __all__ = [
     "Cell",
     "Grid",
     "Variant",
+    "cv_label",
     "grid_cells",
     "load_grid",
     "parse_folds",
@@ -109,6 +111,48 @@ def check_name(kind: str, name: object) -> str:
             "(it names a folder)"
         )
     return name
+
+
+def _default_arguments(activation: str) -> dict[str, Any]:
+    """The keyword defaults of a registered activation's factory (none for a lambda)."""
+    try:
+        parameters = inspect.signature(ACTIVATIONS[activation]).parameters.values()
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def cv_label(activation: str, activation_args: Mapping[str, Any] | None = None) -> str:
+    """The label of ``cv``'s cells: the activation's name, plus every argument that
+    differs from the activation's default, e.g. ``dsrelu_initial_angle75_final_angle30``.
+
+    So cross-validating another DSReLU setting into an existing grid folder does not
+    land in (and reuse) the default-setting cells.
+    """
+    key = activation.strip().lower().replace("-", "_")
+    defaults = _default_arguments(key)
+    parts = [
+        f"{name}{_label_value(value)}"
+        for name, value in (activation_args or {}).items()
+        if name not in defaults or defaults[name] != value
+    ]
+    label = "_".join([key, *parts])
+    if not _NAME.fullmatch(label):
+        raise ConfigurationError(
+            f"cannot name cv's cells after activation {activation!r} with arguments "
+            f"{dict(activation_args or {})} ({label!r} is not a folder name of letters, "
+            "digits, '_', '.', '+', '-'); define a labelled variant in a --grid file and "
+            "run benchmark instead"
+        )
+    return label
 
 
 def plain_variant(name: str) -> Variant:

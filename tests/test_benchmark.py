@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -19,12 +20,13 @@ import pytest
 import torch
 
 from dsrelu_lightning import ResNetClassifier
-from dsrelu_lightning.benchmark import cell_args
+from dsrelu_lightning.benchmark import cell_args, run_benchmark, run_cell
 from dsrelu_lightning.cli import build_cli, main
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.grid import (
     Cell,
     Variant,
+    cv_label,
     grid_cells,
     load_grid,
     parse_folds,
@@ -168,6 +170,13 @@ def test_folds_and_shards_parse() -> None:
         (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
         (["--trainer.fast_dev_run", "true"], "--trainer.fast_dev_run records no epochs"),
         (["--grid", "{cfg}"], "grid file"),
+        # Selection (min val/loss), the tested checkpoint and resuming rely on these.
+        (["--checkpoint.monitor", "val/acc"], "--checkpoint.monitor cannot be overridden"),
+        (["--checkpoint.mode=max"], "--checkpoint.mode cannot be overridden"),
+        (["--checkpoint.save_top_k", "3"], "--checkpoint.save_top_k cannot be overridden"),
+        (["--checkpoint.save_last", "false"], "--checkpoint.save_last cannot be overridden"),
+        (["--early_stopping.monitor", "val/acc"], "--early_stopping.monitor cannot be"),
+        (["--checkpoint", '{"monitor": "val/acc"}'], "checkpoint.monitor='val/acc' (from"),
     ],
 )
 def test_benchmark_bad_input_is_one_line_and_writes_nothing(
@@ -182,6 +191,29 @@ def test_benchmark_bad_input_is_one_line_and_writes_nothing(
     assert err.startswith("dsrelu-lightning: error:") and err.count("\n") == 1
     assert message in err
     assert not output.exists()
+
+
+def test_a_config_that_moves_the_checkpoint_monitor_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "digits.yaml"
+    config.write_text(Path(DIGITS).read_text() + "checkpoint:\n  monitor: val/acc\n  mode: max\n")
+    with pytest.raises(SystemExit):
+        main(["cv", "--config", str(config), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "checkpoint.monitor='val/acc'" in err and "stay on val/loss" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cv_labels_non_default_activation_args() -> None:
+    assert cv_label("dsrelu", None) == "dsrelu"
+    assert cv_label("DSReLU", {"initial_angle": 85, "final_angle": 10.0}) == "dsrelu"
+    assert cv_label("dsrelu", {"initial_angle": 75.0, "final_angle": 30}) == (
+        "dsrelu_initial_angle75_final_angle30"
+    )
+    assert cv_label("dsrelu", {"negative_slope": -0.5}) == "dsrelu_negative_slope-0.5"
+    with pytest.raises(ConfigurationError, match="define a labelled variant"):
+        cv_label("elu", {"alpha": "a b"})
 
 
 def test_datasets_in_two_places_are_refused(
@@ -222,7 +254,8 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (stale / "config.yaml").write_text("seed_everything: 1\n")
     (stale / "events.out.tfevents.stale").write_bytes(b"x")
     logs = {shard: run_main([*command, "--shard", shard]) for shard in ("0/2", "1/2")}
-    return {"output": output, "command": command, "logs": logs}
+    overrides = [*TINY, "--trainer.max_epochs", "3", "--early_stopping.stopping_threshold", "1e9"]
+    return {"output": output, "command": command, "logs": logs, "overrides": overrides}
 
 
 def test_shards_run_disjoint_cells_and_the_report_merges_them(sharded: dict) -> None:
@@ -274,6 +307,70 @@ def test_rerun_skips_finished_cells(sharded: dict) -> None:
     assert [p.stat().st_mtime_ns for p in results] == before
 
 
+@pytest.mark.parametrize(
+    ("change", "changed"),
+    [
+        (["--trainer.max_epochs", "30"], "(trainer.max_epochs changed)"),
+        (["--model.lr", "0.01"], "(model.lr changed)"),
+    ],
+)
+def test_rerun_with_other_settings_refuses_finished_cells(
+    sharded: dict, change: list[str], changed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It used to skip them and report their old numbers as the new command's.
+    results = sorted(sharded["output"].glob("**/result.json"))
+    before = [p.stat().st_mtime_ns for p in results]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*sharded["command"], *change])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and changed in err and "use another --output" in err
+    assert "finished with another configuration" in err
+    assert [p.stat().st_mtime_ns for p in results] == before
+
+
+def test_rerun_with_cosmetic_changes_or_another_path_still_skips(
+    sharded: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = sharded["output"]
+    monkeypatch.chdir(output.parent)  # the same folder, given by a relative path
+    command = [output.name if arg == str(output) else arg for arg in sharded["command"]]
+    command += ["--trainer.enable_progress_bar", "true", "--trainer.enable_model_summary", "true"]
+    assert run_main(command).count("(finished earlier, skipped)") == 2
+
+
+def test_another_dsrelu_setting_under_the_same_label_is_refused(sharded: dict) -> None:
+    # What `cv --model.activation_args ...` labelled "dsrelu" did before cv_label: reuse
+    # the default-angle cells.
+    variant = Variant("dsrelu", "dsrelu", {"initial_angle": 75, "final_angle": 30})
+    with pytest.raises(ConfigurationError, match=r"\(model\.activation_args changed\)"):
+        run_benchmark(sharded["output"], {"digits": DIGITS}, [variant], [0], sharded["overrides"])
+
+
+def test_run_cell_checks_a_finished_cell_too(sharded: dict) -> None:
+    # As when another process finished the cell after the grid's up-front check.
+    cell = Cell("digits", Path(DIGITS), select_variants(["relu"])[0], 0)
+    output, overrides = sharded["output"], sharded["overrides"]
+    assert run_cell(cell, output, overrides, 42) == "skipped"
+    with pytest.raises(ConfigurationError, match=r"finished with another .*\(model\.lr changed"):
+        run_cell(cell, output, [*overrides, "--model.lr", "0.01"], 42)
+
+
+def test_a_cell_locked_by_another_process_is_left_alone(tmp_path: Path) -> None:
+    cell_dir = tmp_path / "out" / "digits" / "relu" / "fold0"
+    cell_dir.mkdir(parents=True)
+    (cell_dir / "events.out.tfevents.live").write_bytes(b"x")  # the other run's files
+    command = ["benchmark", "--config", DIGITS, "--activations", "relu", "--folds", "0"]
+    command += ["--output", str(tmp_path / "out"), *TINY]
+    with (cell_dir / ".lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live cell's process
+        log = run_main(command)
+    assert "cell 1/1: digits/relu/fold 0: running in another process" in log
+    assert "report: not written" in log
+    assert (cell_dir / "events.out.tfevents.live").exists()  # not deleted as stale
+    assert sorted(p.name for p in cell_dir.iterdir()) == [".lock", "events.out.tfevents.live"]
+
+
 def test_early_stopped_cell_resumes_without_training_on(
     sharded: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -281,8 +378,8 @@ def test_early_stopped_cell_resumes_without_training_on(
     cell_dir = sharded["output"] / "digits" / "relu" / "fold0"
     first = result(cell_dir)
     (cell_dir / "result.json").unlink()
-    with pytest.raises(SystemExit):
-        main([*sharded["command"], "--model.lr", "0.01"])
+    with pytest.raises(SystemExit):  # only the interrupted cell: --activations relu
+        main([*sharded["command"], "--activations", "relu", "--model.lr", "0.01"])
     err = capsys.readouterr().err
     assert "cell digits/relu/fold 0 was started with another configuration (model.lr" in err
     assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(sharded["command"])
