@@ -1,4 +1,4 @@
-"""Target 4: torch.compile with DSReLU: graph breaks and recompiles as progress changes.
+"""Target 3: torch.compile with DSReLU: graph breaks and recompiles as progress changes.
 
     python benchmarks/bench_compile.py [--backend inductor] [--steps-per-value 2]
                                        [--time-repeats 10] [--fit-epochs 3]

@@ -1,4 +1,4 @@
-"""Target 3: a Lightning ``fit`` epoch vs a bare PyTorch loop doing the same steps.
+"""Target 4: a Lightning ``fit`` epoch vs a bare PyTorch loop doing the same steps.
 
     python benchmarks/bench_fit.py [--workload digits cifar] [--repeats 4] [--threads N]
 
