@@ -67,10 +67,12 @@ except ImportError:  # not POSIX: cells run unlocked
 
 __all__ = [
     "ConfigInfo",
+    "KeepCheckpoints",
     "benchmark_main",
     "cell_args",
     "cv_main",
     "inspect_config",
+    "prune_checkpoints",
     "run_benchmark",
     "run_cell",
 ]
@@ -119,6 +121,10 @@ _COSMETIC_KEYS = frozenset(
 _SAVED_CONFIG = "config.yaml"  # SaveConfigCallback's config_filename, which build_cli keeps
 
 CellOutcome = Literal["skipped", "finished", "resumed", "busy"]
+# What a finished cell keeps of its checkpoints (~250 MB each for ResNet-34 with Adam):
+# last.ckpt only serves a resume, so by default only the best epoch's stays.
+KeepCheckpoints = Literal["best", "all", "none"]
+KEEP_CHECKPOINTS: tuple[str, ...] = ("best", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -398,6 +404,7 @@ class _Run:
     diverged: str | None
     resumed_from: int | None
     wall_time_s: float
+    keep_checkpoints: KeepCheckpoints = "best"
 
 
 def _result(cell: Cell, cli: Any, args: Sequence[str], run: _Run) -> dict[str, Any]:
@@ -426,7 +433,7 @@ def _result(cell: Cell, cli: Any, args: Sequence[str], run: _Run) -> dict[str, A
         "mean_epoch_time_s": sum(times) / len(times) if times else None,
         "wall_time_s": run.wall_time_s,
         "resumed_from_epoch": run.resumed_from,
-        "best_checkpoint": best_path.name if best_path else None,
+        "best_checkpoint": best_path.name if best_path and run.keep_checkpoints != "none" else None,
         "command": "python -m dsrelu_lightning fit " + shlex.join(args),
         "config": json.loads(cli.parser.dump(cli.config, format="json", skip_none=False)),
         "versions": _versions(),
@@ -441,10 +448,26 @@ def _stage(row: Mapping[str, float] | None, stage: str) -> dict[str, float | Non
     return {name: row.get(f"{stage}/{name}") for name in METRICS}
 
 
+def prune_checkpoints(directory: Path, keep: KeepCheckpoints) -> None:
+    """Delete the checkpoints a finished cell no longer needs (see ``KeepCheckpoints``)."""
+    if keep == "all":
+        return
+    pattern = "last*.ckpt" if keep == "best" else "*.ckpt"
+    for path in (directory / "checkpoints").glob(pattern):
+        path.unlink(missing_ok=True)
+
+
 def run_cell(
-    cell: Cell, output: str | Path, overrides: Sequence[str] = (), seed: int | bool = 42
+    cell: Cell,
+    output: str | Path,
+    overrides: Sequence[str] = (),
+    seed: int | bool = 42,
+    keep_checkpoints: KeepCheckpoints = "best",
 ) -> CellOutcome:
     """Run ``cell`` to its ``result.json``: skip it if finished, resume it if interrupted.
+
+    Once ``result.json`` is written, the checkpoints ``keep_checkpoints`` does not keep
+    are deleted (a kill in between leaves them for the next run to delete).
 
     Returns ``"busy"``, touching nothing, while another process runs the cell (holds its
     lock). A finished or interrupted cell whose saved config differs from this run's
@@ -454,10 +477,15 @@ def run_cell(
     with _cell_lock(directory) as locked:
         if not locked:
             return "busy"
-        return _run_locked(cell, directory, cell_args(cell, output, overrides, seed))
+        args = cell_args(cell, output, overrides, seed)
+        outcome = _run_locked(cell, directory, args, keep_checkpoints)
+        prune_checkpoints(directory, keep_checkpoints)
+        return outcome
 
 
-def _run_locked(cell: Cell, directory: Path, args: Sequence[str]) -> CellOutcome:
+def _run_locked(
+    cell: Cell, directory: Path, args: Sequence[str], keep_checkpoints: KeepCheckpoints
+) -> CellOutcome:
     start = time.perf_counter()
     finished = (directory / RESULT_FILE).is_file()  # e.g. by another process meanwhile
     resumed_from = None if finished else _checkpoint_epoch(directory / "checkpoints" / "last.ckpt")
@@ -476,7 +504,8 @@ def _run_locked(cell: Cell, directory: Path, args: Sequence[str]) -> CellOutcome
         diverged = _fit(cli, last)
         rows = next(cb for cb in cli.trainer.callbacks if isinstance(cb, MetricsHistory)).rows
         test = _test_metrics(cli) if _best_row(rows) else None
-        run = _Run(rows, test, diverged, resumed_from, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        run = _Run(rows, test, diverged, resumed_from, elapsed, keep_checkpoints)
         atomic_write_json(directory / RESULT_FILE, _result(cell, cli, args, run))
     finally:
         del cli
@@ -535,6 +564,7 @@ def run_benchmark(
     shard: tuple[int, int] = (0, 1),
     report: bool = True,
     reference: str | None = None,
+    keep_checkpoints: KeepCheckpoints = "best",
 ) -> list[Path]:
     """Run this shard's cells of the grid and (by default) write the report.
 
@@ -549,10 +579,16 @@ def run_benchmark(
         shard: ``(i, n)``: run every n-th cell from the i-th on.
         report: write the report of everything under ``output`` at the end.
         reference: the report's reference label for the paired tests.
+        keep_checkpoints: what each finished cell keeps: its best epoch's checkpoint
+            (``"best"``), also ``last.ckpt`` (``"all"``), or nothing (``"none"``).
 
     Returns:
         The ``result.json`` paths of this shard's cells.
     """
+    if keep_checkpoints not in KEEP_CHECKPOINTS:
+        raise ConfigurationError(
+            f"--keep_checkpoints {keep_checkpoints!r} is not one of {', '.join(KEEP_CHECKPOINTS)}"
+        )
     grid_keys = _CELL_KEYS + (_VARIANT_KEYS if any(v.activation for v in variants) else ())
     _check_overrides(overrides, grid_keys)
     output = Path(output)
@@ -574,11 +610,12 @@ def run_benchmark(
     for number, cell in enumerate(mine, start=1):
         line = f"cell {number}/{len(mine)}: {cell.name}"
         if (cell.directory(output) / RESULT_FILE).is_file():
+            prune_checkpoints(cell.directory(output), keep_checkpoints)
             print(f"{line} (finished earlier, skipped)", flush=True)
             continue
         print(line, flush=True)
         start = time.perf_counter()
-        outcome = run_cell(cell, output, overrides, infos[cell.dataset][0].seed)
+        outcome = run_cell(cell, output, overrides, infos[cell.dataset][0].seed, keep_checkpoints)
         if outcome == "busy":
             busy.append(cell.name)
             print(f"{line}: running in another process", flush=True)
@@ -615,6 +652,13 @@ def _grid_parser(prog: str, description: str, cv: bool) -> CommandParser:
     parser.add_argument("--folds", help="comma-separated fold indices (default: every fold)")
     parser.add_argument("--output", required=True, help="the grid's folder (shared by shards)")
     parser.add_argument("--shard", default="0/1", help="run shard i of n (0-based), e.g. 1/4")
+    parser.add_argument(
+        "--keep_checkpoints",
+        default="best",
+        choices=KEEP_CHECKPOINTS,
+        help="what a finished cell keeps: its best checkpoint (default), also last.ckpt "
+        "(all), or none (each ResNet-34 checkpoint is about 250 MB)",
+    )
     parser.epilog = "Any other argument is a LightningCLI override for every cell."
     return parser
 
@@ -639,6 +683,7 @@ def benchmark_main(argv: Sequence[str]) -> None:
         overrides,
         parse_shard(args.shard),
         reference=args.reference,
+        keep_checkpoints=args.keep_checkpoints,
     )
 
 
@@ -656,4 +701,5 @@ def cv_main(argv: Sequence[str]) -> None:
         overrides,
         parse_shard(args.shard),
         reference=label,
+        keep_checkpoints=args.keep_checkpoints,
     )

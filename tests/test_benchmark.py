@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsrelu_lightning import ResNetClassifier
+from dsrelu_lightning import ResNetClassifier, benchmark
 from dsrelu_lightning.benchmark import cell_args, run_benchmark, run_cell
 from dsrelu_lightning.cli import build_cli, main
 from dsrelu_lightning.errors import ConfigurationError
@@ -238,7 +239,7 @@ def test_datasets_in_two_places_are_refused(
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """relu and dsrelu on fold 0, run as two shards into one output folder.
 
     The stopping threshold ends each fit after its first epoch (max_epochs is 3), which
@@ -255,7 +256,8 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (stale / "events.out.tfevents.stale").write_bytes(b"x")
     logs = {shard: run_main([*command, "--shard", shard]) for shard in ("0/2", "1/2")}
     overrides = [*TINY, "--trainer.max_epochs", "3", "--early_stopping.stopping_threshold", "1e9"]
-    return {"output": output, "command": command, "logs": logs, "overrides": overrides}
+    yield {"output": output, "command": command, "logs": logs, "overrides": overrides}
+    shutil.rmtree(output.parent, ignore_errors=True)  # its checkpoints: ~250 MB each
 
 
 def test_shards_run_disjoint_cells_and_the_report_merges_them(sharded: dict) -> None:
@@ -284,7 +286,8 @@ def test_result_file_holds_the_best_epoch_by_val_loss(sharded: dict) -> None:
     assert set(data["test"]) == {"acc", "f1", "auroc", "loss"}
     assert data["mean_epoch_time_s"] == pytest.approx(float(history[0]["time/epoch_s"]))
     assert data["best_checkpoint"] == "best-000.ckpt"
-    assert (cell_dir / "checkpoints" / data["best_checkpoint"]).is_file()
+    # A finished cell keeps its best checkpoint only: last.ckpt served resuming.
+    assert [p.name for p in (cell_dir / "checkpoints").iterdir()] == ["best-000.ckpt"]
     assert set(data["versions"]) >= {"python", "torch", "lightning", "torchmetrics"}
     assert data["config"]["data"]["init_args"]["fold_index"] == 0
     assert data["config"]["model"]["activation"] == "dsrelu"
@@ -303,8 +306,12 @@ def test_the_recorded_command_is_the_cell_as_a_fit(sharded: dict) -> None:
 def test_rerun_skips_finished_cells(sharded: dict) -> None:
     results = sorted(sharded["output"].glob("**/result.json"))
     before = [p.stat().st_mtime_ns for p in results]
+    # A kill after result.json but before last.ckpt's deletion: the rerun deletes it.
+    leftover = sharded["output"] / "digits" / "relu" / "fold0" / "checkpoints" / "last.ckpt"
+    leftover.write_bytes(b"x")
     assert run_main(sharded["command"]).count("(finished earlier, skipped)") == 2
     assert [p.stat().st_mtime_ns for p in results] == before
+    assert not leftover.exists()
 
 
 @pytest.mark.parametrize(
@@ -371,23 +378,41 @@ def test_a_cell_locked_by_another_process_is_left_alone(tmp_path: Path) -> None:
     assert sorted(p.name for p in cell_dir.iterdir()) == [".lock", "events.out.tfevents.live"]
 
 
+class _KilledBeforeTheResult(Exception):
+    pass
+
+
 def test_early_stopped_cell_resumes_without_training_on(
-    sharded: dict, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # As if killed between the end of the fit and its result.json.
-    cell_dir = sharded["output"] / "digits" / "relu" / "fold0"
-    first = result(cell_dir)
-    (cell_dir / "result.json").unlink()
-    with pytest.raises(SystemExit):  # only the interrupted cell: --activations relu
-        main([*sharded["command"], "--activations", "relu", "--model.lr", "0.01"])
+    # As if killed between the end of the (early-stopped) fit and its result.json.
+    command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(tmp_path), *TINY]
+    command += ["--model.activation", "relu", "--trainer.max_epochs", "3"]
+    command += ["--early_stopping.stopping_threshold", "1e9"]
+    first: dict = {}
+
+    def killed(path: Path, data: dict) -> None:
+        first.update(data)
+        raise _KilledBeforeTheResult
+
+    with monkeypatch.context() as patch:
+        patch.setattr(benchmark, "atomic_write_json", killed)
+        with pytest.raises(_KilledBeforeTheResult):
+            main(command)
+    cell_dir = tmp_path / "digits" / "relu" / "fold0"
+    assert (cell_dir / "checkpoints" / "last.ckpt").is_file() and first["epochs_run"] == 1
+
+    with pytest.raises(SystemExit):
+        main([*command, "--model.lr", "0.01"])
     err = capsys.readouterr().err
     assert "cell digits/relu/fold 0 was started with another configuration (model.lr" in err
-    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(sharded["command"])
+    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(command)
     again = result(cell_dir)
     assert again["resumed_from_epoch"] == 0
     assert again["epochs_run"] == 1  # without _KeepStopped Lightning would train on
     assert again["val"] == first["val"] and again["test"] == pytest.approx(first["test"])
     assert [int(r["epoch"]) for r in rows(cell_dir)] == [0]
+    assert not (cell_dir / "checkpoints" / "last.ckpt").exists()
 
 
 @pytest.mark.slow
@@ -444,8 +469,10 @@ def test_a_diverging_cell_is_recorded_and_not_retried(
 
     monkeypatch.setattr(ResNetClassifier, "training_step", nan_from_epoch_1)
     command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(tmp_path), *TINY]
+    command += ["--keep_checkpoints", "none"]
     run_main([*command, "--model.activation", "relu"])
     data = result(tmp_path / "digits" / "relu" / "fold0")
+    assert not list(tmp_path.glob("**/*.ckpt")) and data["best_checkpoint"] is None
     assert data["status"] == "diverged" and "NaN or infinite" in data["stop_reason"]
     assert data["best_epoch"] == 0 and data["epochs_run"] == 1  # the last good epoch
     assert set(data["test"]) == {"acc", "f1", "auroc", "loss"}
