@@ -14,6 +14,7 @@ import torch
 
 from dsrelu_lightning.data import DigitsDataModule, holdout_indices, kfold_indices
 from dsrelu_lightning.data.cache import file_fingerprint, load_arrays, save_arrays
+from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
 from dsrelu_lightning.errors import ConfigurationError
 
 
@@ -195,3 +196,31 @@ def test_save_arrays_on_a_full_disk_keeps_the_old_cache_and_no_temp_file(
     with pytest.raises(KeyboardInterrupt):
         save_arrays(path, x=np.ones(1000))
     assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+
+def test_training_shuffle_depends_only_on_seed_and_epoch() -> None:
+    datamodule = DigitsDataModule(batch_size=16)
+    datamodule.setup()
+    torch.manual_seed(42)  # as seed_everything(42)
+    sampler = datamodule.train_dataloader().sampler
+    assert isinstance(sampler, EpochSeededRandomSampler) and sampler.seed == 42
+    orders = []
+    for epoch in (0, 1, 1):
+        torch.rand(7)  # the global RNG's state must not matter (a resumed fit's differs)
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert orders[1] == orders[2] != orders[0]
+    assert sorted(orders[0]) == list(range(len(datamodule.train_dataset)))
+    fresh = EpochSeededRandomSampler(datamodule.train_dataset, seed=42)
+    fresh.set_epoch(1)
+    assert list(fresh) == orders[1]
+    assert datamodule.val_dataloader().sampler.__class__.__name__ == "SequentialSampler"
+
+
+def test_more_processes_than_evaluation_samples_is_refused(monkeypatch) -> None:
+    datamodule = DigitsDataModule(batch_size=16)
+    datamodule.setup()
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1000)
+    with pytest.raises(ConfigurationError, match="288 evaluation samples cannot be shared by 1000"):
+        datamodule.val_dataloader()

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import pytest
@@ -56,13 +57,28 @@ class CrashMidEpoch(Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(tmp_path: Path) -> None:
+def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[tuple[int, int, list[int]]] = []  # (epoch, batch, labels) as trained
+    original = ResNetClassifier.training_step
+
+    def recording(self: ResNetClassifier, batch: Any, batch_idx: int) -> torch.Tensor:
+        batches.append((self.current_epoch, batch_idx, batch[1].tolist()))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ResNetClassifier, "training_step", recording)
     cli = build_cli(_quick(tmp_path), run=False)
     cli.trainer.callbacks.append(CrashMidEpoch(2))
     with pytest.raises(RuntimeError, match="simulated crash"):
         cli.trainer.fit(cli.model, cli.datamodule)
+    before_crash, batches[:] = list(batches), []
 
     main(["fit", *_quick(tmp_path), "--ckpt_path=last"])
+    # The redone epoch 2 trains on the batches the crashed run drew for it.
+    assert [b[:2] for b in batches] == [(2, 0), (2, 1)]
+    assert batches[0] == before_crash[-1] and before_crash[-1][:2] == (2, 0)
+    assert before_crash[0][2] != batches[0][2]  # not epoch 0's order again
     resumed = tmp_path / "lightning_logs" / "version_1"
     rows = list(csv.DictReader((resumed / MetricsHistory.filename).open()))
     slope = DSReLU().slope_at

@@ -14,8 +14,9 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
+from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
 from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = [
@@ -296,15 +297,22 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise ConfigurationError(f"{type(self).__name__} has no such split for this stage")
-        sampler = None
-        if not shuffle and dist.is_available() and dist.is_initialized():
+        sampler: Sampler[int] | None = None
+        if shuffle:
+            sampler = EpochSeededRandomSampler(dataset)  # a resumed epoch keeps its order
+        elif dist.is_available() and dist.is_initialized():
+            world_size = dist.get_world_size()
+            if len(dataset) < world_size:  # a rank without batches would hang the others
+                raise ConfigurationError(
+                    f"{type(self).__name__}: {len(dataset)} evaluation samples cannot be "
+                    f"shared by {world_size} processes; use fewer --trainer.devices"
+                )
             # Lightning's DistributedSampler pads evaluation data with repeated samples,
             # which would bias validation/test metrics: give each sample to one rank only.
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
