@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dsrelu_lightning.io import _current_umask
+from dsrelu_lightning.io import atomic_open
 
 __all__ = ["cache_key", "file_fingerprint", "load_arrays", "save_arrays"]
 
@@ -63,29 +62,12 @@ def save_arrays(path: str | os.PathLike[str], **arrays: np.ndarray) -> bool:
     read-only dataset, a full disk) only costs the cache: it is reported with a warning
     and False is returned.
     """
-    path = Path(path)
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_current_umask())  # not mkstemp's 0600
+        with atomic_open(path) as handle:
             np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        _remove(tmp)
         warnings.warn(
             f"could not write the cache {path} ({exc}); continuing without it", stacklevel=2
         )
         return False
-    except BaseException:
-        _remove(tmp)
-        raise
     return True
-
-
-def _remove(tmp: str | None) -> None:
-    if tmp is not None:
-        Path(tmp).unlink(missing_ok=True)
