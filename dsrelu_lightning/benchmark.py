@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, get_args
 
 import lightning
 import lightning.pytorch as pl
@@ -124,7 +124,7 @@ CellOutcome = Literal["skipped", "finished", "resumed", "busy"]
 # What a finished cell keeps of its checkpoints (~250 MB each for ResNet-34 with Adam):
 # last.ckpt only serves a resume, so by default only the best epoch's stays.
 KeepCheckpoints = Literal["best", "all", "none"]
-KEEP_CHECKPOINTS: tuple[str, ...] = ("best", "all", "none")
+KEEP_CHECKPOINTS: tuple[str, ...] = get_args(KeepCheckpoints)
 
 
 @dataclass(frozen=True)
