@@ -141,11 +141,11 @@ def test_compile_failure_falls_back_to_eager_once(
     assert kernel._STATE.failed_devices == {"cpu"}
 
 
-def test_recompile_limit_falls_back_to_eager_for_that_key_only(
-    fresh_kernels: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+# torch's own config patcher: pytest's monkeypatch.setattr deletes the key from torch's
+# config on undo (pytest >= 9.2), which broke every later compiled call in the session.
+@torch._dynamo.config.patch(recompile_limit=1)
+def test_recompile_limit_falls_back_to_eager_for_that_key_only(fresh_kernels: None) -> None:
     kernel.set_kernel_mode("compiled")
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     slope = torch.tensor(1.5)
     with torch.no_grad():
         kernel.dsrelu(torch.randn(2, 3, 4, 5), slope, 1.0)  # compiled; sizes dynamic
