@@ -37,9 +37,9 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from dsrelu_lightning import ResNetClassifier, SlopeScheduler
-from dsrelu_lightning.activations import dsrelu_modules
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.data.tensor_images import TensorImageDataset
+from dsrelu_lightning.nn.activations import dsrelu_modules
 from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
 
 TARGET_RATIO = 1.10

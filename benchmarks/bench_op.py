@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dsrelu_lightning import DSReLU
-from dsrelu_lightning.dsrelu_kernel import dsrelu_formula, set_kernel_mode
+from dsrelu_lightning.nn.dsrelu_kernel import dsrelu_formula, set_kernel_mode
 from dsrelu_lightning.profiling import (
     interleaved_timings,
     machine_description,

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dsrelu_lightning.activations import build_activation, dsrelu_modules
-from dsrelu_lightning.models import build_resnet34
+from dsrelu_lightning.nn.activations import build_activation, dsrelu_modules
+from dsrelu_lightning.nn.resnet import build_resnet34
 from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
 
 TARGET_RATIO = 1.05

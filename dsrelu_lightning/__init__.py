@@ -1,9 +1,10 @@
 """dsrelu_lightning: train and honestly compare activation functions, built around DSReLU."""
 
-from dsrelu_lightning.activations import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
-from dsrelu_lightning.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory, SlopeScheduler
 from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError, UserFacingError
-from dsrelu_lightning.models import ResNetClassifier
+from dsrelu_lightning.nn.activations import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
+from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
+from dsrelu_lightning.training.module import ResNetClassifier
+from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
 
 __all__ = [
     "ACTIVATIONS",

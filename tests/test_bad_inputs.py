@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsrelu_lightning.cli import main
+from dsrelu_lightning.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "docs" / "bad_inputs.md"

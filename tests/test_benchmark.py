@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsrelu_lightning import ResNetClassifier, benchmark
-from dsrelu_lightning.benchmark import cell_args, run_benchmark, run_cell
-from dsrelu_lightning.cli import build_cli, main
+from dsrelu_lightning import ResNetClassifier
+from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.grid import (
+from dsrelu_lightning.study import benchmark
+from dsrelu_lightning.study.benchmark import cell_args, run_benchmark, run_cell
+from dsrelu_lightning.study.grid import (
     Cell,
     Variant,
     cv_label,
@@ -35,6 +36,7 @@ from dsrelu_lightning.grid import (
     select_variants,
     shard_cells,
 )
+from dsrelu_lightning.training.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "digits.yaml")
@@ -424,8 +426,8 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
     # SIGKILL right after the epoch-1 row is written, before that epoch's checkpoint.
     killer = (
         "import os, signal, sys\n"
-        "from dsrelu_lightning.callbacks import MetricsHistory\n"
-        "from dsrelu_lightning.cli import main\n"
+        "from dsrelu_lightning.training.callbacks import MetricsHistory\n"
+        "from dsrelu_lightning.__main__ import main\n"
         "original = MetricsHistory.on_train_epoch_end\n"
         "def on_train_epoch_end(self, trainer, pl_module):\n"
         "    original(self, trainer, pl_module)\n"

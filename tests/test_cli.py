@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dsrelu_lightning.cli import main
+from dsrelu_lightning.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "digits.yaml")
@@ -74,7 +74,7 @@ def test_fit_logs_metrics_slope_and_time_to_tensorboard(
 
 
 def test_overrides_reach_the_model_and_data(capsys: pytest.CaptureFixture[str]) -> None:
-    from dsrelu_lightning.cli import build_cli
+    from dsrelu_lightning.training.cli import build_cli
 
     cli = build_cli(
         [
@@ -98,7 +98,7 @@ def test_overrides_reach_the_model_and_data(capsys: pytest.CaptureFixture[str]) 
 
 def test_dsrelu_angles_are_settable_from_the_command_line() -> None:
     from dsrelu_lightning import DSReLU
-    from dsrelu_lightning.cli import build_cli
+    from dsrelu_lightning.training.cli import build_cli
 
     args = '--model.activation_args={"initial_angle": 75, "final_angle": 30, "steepness": 10}'
     cli = build_cli(["--config", CONFIG, args], run=False)

@@ -17,12 +17,13 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
-from dsrelu_lightning.callbacks import FiniteLossGuard, MetricsHistory
-from dsrelu_lightning.cli import build_cli, main
+from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.errors import TrainingDivergedError
-from dsrelu_lightning.io import atomic_write_text
-from dsrelu_lightning.preflight import check_output_dir
+from dsrelu_lightning.training.callbacks import FiniteLossGuard, MetricsHistory
+from dsrelu_lightning.training.cli import build_cli
+from dsrelu_lightning.training.preflight import check_output_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "digits.yaml")

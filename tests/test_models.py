@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dsrelu_lightning import DSReLU, ResNetClassifier
-from dsrelu_lightning.models import ActivatedBasicBlock, build_resnet34
+from dsrelu_lightning.nn.resnet import ActivatedBasicBlock, build_resnet34
 
 
 def _count_activation_calls(model: nn.Module, kind: type[nn.Module], x: torch.Tensor) -> list:

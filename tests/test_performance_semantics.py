@@ -19,8 +19,8 @@ from torch._dynamo.testing import CompileCounter
 from torch._dynamo.utils import counters
 
 from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
-from dsrelu_lightning import dsrelu_kernel as kernel
 from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.nn import dsrelu_kernel as kernel
 from dsrelu_lightning.profiling import saved_tensor_bytes
 
 

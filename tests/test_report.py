@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsrelu_lightning.cli import main
+from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.atomic import atomic_write_json, atomic_write_text
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.io import atomic_write_json, atomic_write_text
-from dsrelu_lightning.report import write_report
-from dsrelu_lightning.stats import paired_tests
+from dsrelu_lightning.study.report import write_report
+from dsrelu_lightning.study.stats import paired_tests
 
 LABELS = ("relu", "mish", "dsrelu", "dsrelu_75_30")
 FOLDS = (0, 1, 2, 3, 4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dsrelu_lightning.stats import mean_std, paired_tests
+from dsrelu_lightning.study.stats import mean_std, paired_tests
 
 A = [0.912, 0.897, 0.934, 0.905, 0.921]
 B = [0.903, 0.899, 0.917, 0.886, 0.915]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dsrelu_lightning.io import atomic_open
+from dsrelu_lightning.atomic import atomic_open
 
 __all__ = ["cache_key", "file_fingerprint", "load_arrays", "save_arrays"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from dsrelu_lightning.activations import dsrelu_modules
 from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.nn.activations import dsrelu_modules
 
 
 class RankProbe(Callback):

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from dsrelu_lightning.activations import ACTIVATIONS, build_activation
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.activations import ACTIVATIONS, build_activation
 
 __all__ = [
     "PAPER_ACTIVATIONS",

@@ -40,10 +40,10 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.cli import SaveConfigCallback
 
 import dsrelu_lightning
-from dsrelu_lightning.callbacks import MetricsHistory
-from dsrelu_lightning.cli import build_cli
+from dsrelu_lightning.atomic import atomic_write_json
 from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
-from dsrelu_lightning.grid import (
+from dsrelu_lightning.study.command_parser import CommandParser
+from dsrelu_lightning.study.grid import (
     PAPER_ACTIVATIONS,
     RESULT_FILE,
     Cell,
@@ -57,8 +57,9 @@ from dsrelu_lightning.grid import (
     select_variants,
     shard_cells,
 )
-from dsrelu_lightning.io import atomic_write_json
-from dsrelu_lightning.report import CommandParser, write_report
+from dsrelu_lightning.study.report import write_report
+from dsrelu_lightning.training.callbacks import MetricsHistory
+from dsrelu_lightning.training.cli import build_cli
 
 try:
     import fcntl

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,23 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from dsrelu_lightning.activations import dsrelu_modules
-from dsrelu_lightning.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory, SlopeScheduler
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError, UserFacingError
-from dsrelu_lightning.models import ResNetClassifier
-from dsrelu_lightning.preflight import (
+from dsrelu_lightning.nn.activations import dsrelu_modules
+from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
+from dsrelu_lightning.training.module import ResNetClassifier
+from dsrelu_lightning.training.preflight import (
     check_checkpoint,
     check_output_dir,
     config_difference,
     last_checkpoints,
     run_config,
 )
+from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
 
-__all__ = ["DSReLUCLI", "main"]
+__all__ = ["DSReLUCLI", "build_cli", "main", "report_user_errors"]
 
 DEBUG_ENV = "DSRELU_LIGHTNING_DEBUG"
-
-# Commands beside LightningCLI's: name -> "module:function" taking the remaining arguments
-# (imported on use: those modules build on this one).
-GRID_COMMANDS = {
-    "benchmark": "dsrelu_lightning.benchmark:benchmark_main",
-    "cv": "dsrelu_lightning.benchmark:cv_main",
-    "report": "dsrelu_lightning.report:report_main",
-}
 
 
 class DSReLUCLI(LightningCLI):
@@ -255,22 +247,21 @@ def _summarise_parse_error(text: str) -> str:
     return f"{head}: {rest[0]}"
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Console entry point: ``python -m dsrelu_lightning`` / ``dsrelu-lightning``.
+def report_user_errors(command: Callable[[], object]) -> None:
+    """Run ``command``; a user error ends with one line on stderr and exit status 2.
 
-    Bad input ends with one line on stderr and exit status 2, without a traceback;
-    set ``DSRELU_LIGHTNING_DEBUG=1`` to see the traceback instead.
+    No traceback unless ``DSRELU_LIGHTNING_DEBUG=1`` is set; other errors propagate.
     """
-    argv = list(sys.argv[1:] if args is None else args)
     try:
-        if argv and argv[0] in GRID_COMMANDS:
-            module, function = GRID_COMMANDS[argv[0]].split(":")
-            getattr(importlib.import_module(module), function)(argv[1:])
-        else:
-            build_cli(args)
+        command()
     except Exception as exc:
         message = user_error_message(exc)
         if message is None or os.environ.get(DEBUG_ENV):
             raise
         print(f"dsrelu-lightning: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """LightningCLI's subcommands (fit/validate/test/predict) with one-line user errors."""
+    report_user_errors(lambda: build_cli(args))

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dsrelu_lightning.dsrelu_kernel import dsrelu
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.dsrelu_kernel import dsrelu
 
 __all__ = ["ACTIVATIONS", "DSReLU", "build_activation", "dsrelu_modules", "dsrelu_slope"]
 

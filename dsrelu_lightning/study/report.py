@@ -7,7 +7,6 @@ by construction. Every file is written atomically.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -15,17 +14,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.figures import epoch_time_bars, save_png, slope_curves, validation_curves
-from dsrelu_lightning.grid import PAPER_ACTIVATIONS, RESULT_FILE
-from dsrelu_lightning.io import atomic_write_text
-from dsrelu_lightning.stats import mean_std, paired_tests
+from dsrelu_lightning.study.command_parser import CommandParser
+from dsrelu_lightning.study.figures import (
+    epoch_time_bars,
+    save_png,
+    slope_curves,
+    validation_curves,
+)
+from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS, RESULT_FILE
+from dsrelu_lightning.study.stats import mean_std, paired_tests
 
 __all__ = [
     "CellResult",
-    "CommandParser",
     "load_results",
     "render_markdown",
     "report_main",
@@ -52,16 +56,6 @@ PROTOCOL = (
     ("early stopping patience", ("early_stopping", "patience")),
     ("data", ("data", "class_path")),
 )
-
-
-class CommandParser(argparse.ArgumentParser):
-    """argparse parser whose errors are ConfigurationErrors: one line at the CLI, exit 2."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigurationError(f"{self.prog}: {message}; run with --help for the options")
 
 
 @dataclass(frozen=True)

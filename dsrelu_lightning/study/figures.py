@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dsrelu_lightning.io import atomic_write_bytes
-from dsrelu_lightning.stats import mean_std
+from dsrelu_lightning.atomic import atomic_write_bytes
+from dsrelu_lightning.study.stats import mean_std
 
 __all__ = ["epoch_time_bars", "fold_band", "save_png", "slope_curves", "validation_curves"]
 

@@ -1,0 +1,1 @@
+"""The study layer: grid files, the runner, reports, statistics and figures."""
