@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from dsrelu_lightning import ResNetClassifier
 from dsrelu_lightning.__main__ import main
@@ -120,6 +121,12 @@ def test_the_shipped_grid_file_parses() -> None:
     assert labels["dsrelu_75_30"].activation_args == {"initial_angle": 75, "final_angle": 30}
     assert labels["dsrelu_80_15_k10"].activation_args["steepness"] == 10
     assert labels["dsrelu_fixed_45"].activation_args == {"initial_angle": 45, "final_angle": 45}
+    assert labels["dsrelu_step"].overrides == {"slope_scheduler.granularity": "step"}
+    assert labels["dsrelu_negative_slope_0"].activation_args == {"negative_slope": 0}
+    authors = labels["dsrelu_authors_code"]
+    assert authors.activation_args == {"initial_angle": 75, "final_angle": 30}
+    assert authors.overrides == {"slope_scheduler.schedule": "authors_code"}
+    assert authors.cli_args()[-2:] == ["--slope_scheduler.schedule", "authors_code"]
     chosen = select_variants(["dsrelu_75_30", "relu"], grid.variants)
     assert [v.label for v in chosen] == ["dsrelu_75_30", "relu"]
 
@@ -138,6 +145,32 @@ def test_the_shipped_grid_file_parses() -> None:
         ("activations: [relu]\nmodels: [resnet]", "unknown keys ['models']"),
         ("folds: [0]", "defines no activations or variants"),
         ("activations: [relu", "not valid YAML"),
+        # A variant's overrides may not move what the grid sets per cell or selects by.
+        (
+            "variants: {x: {activation: relu, overrides: {data.init_args.fold_index: 1}}}",
+            "overrides key --data.init_args.fold_index is set per cell by the grid",
+        ),
+        (
+            "variants: {x: {activation: relu, overrides: {seed_everything: 1}}}",
+            "--seed_everything is set per cell by the grid",
+        ),
+        (
+            "variants: {x: {activation: relu, overrides: {checkpoint.monitor: val/acc}}}",
+            "--checkpoint.monitor cannot be overridden",
+        ),
+        (
+            "variants: {x: {activation: relu, overrides: {checkpoint: {mode: max}}}}",
+            "--checkpoint is a whole section holding --checkpoint.dirpath",
+        ),
+        (
+            "variants: {x: {activation: relu, overrides: {trainer: {max_epochs: 2}}}}",
+            "give dotted keys such as trainer.<name>",
+        ),
+        (
+            "variants: {x: {activation: relu, overrides: {model.activation: mish}}}",
+            "is the variant's own: set 'activation' and 'activation_args'",
+        ),
+        ("variants: {x: {activation: relu, overrides: [model.lr]}}", "must map LightningCLI keys"),
     ],
 )
 def test_bad_grid_files_raise(text: str, message: str, tmp_path: Path) -> None:
@@ -168,6 +201,12 @@ def test_folds_and_shards_parse() -> None:
         (["--activations", "relu,relu"], "--activations repeat relu"),
         (["--folds", "0,x"], "fold indices >= 0"),
         (["--folds", "0,7"], "fold 7 does not exist: the config has num_folds=5"),
+        (["--seeds", "42,x"], "--seeds must be a comma-separated list of integer seeds"),
+        (["--seeds", "-1"], "--seeds must be a comma-separated list of integer seeds"),
+        (["--seeds", ""], "--seeds must be a comma-separated list of integer seeds"),
+        (["--seeds", "4,4"], "--seeds repeat 4"),
+        (["--seed_everything", "3"], "--seed_everything is set per cell by the grid"),
+        (["--data.init_args.seed", "3"], "choose activations with --activations or a --grid"),
         (["--model.activation", "mish"], "--model.activation is set per cell by the grid"),
         (["--data.init_args.fold_index", "1"], "is set per cell by the grid"),
         (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
@@ -206,6 +245,46 @@ def test_a_config_that_moves_the_checkpoint_monitor_is_refused(
     err = capsys.readouterr().err
     assert "checkpoint.monitor='val/acc'" in err and "stay on val/loss" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_variant_override_of_a_cell_key_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("variants: {r: {activation: relu, overrides: {trainer.logger: false}}}\n")
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--grid", str(grid), "--config", DIGITS, "--output", str(output)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "variant 'r' in grid file" in err and "--trainer.logger is set per cell" in err
+    assert not output.exists()
+
+
+def test_a_variant_override_that_does_not_parse_is_refused_before_any_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("variants: {r: {activation: relu, overrides: {trainer.max_epochs: many}}}\n")
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--grid", str(grid), "--config", DIGITS, "--output", str(output)])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trainer.max_epochs" in err
+    assert not output.exists()
+
+
+def test_seeds_multiply_the_cells_and_name_their_folders() -> None:
+    variants = select_variants(["relu", "dsrelu"])
+    cells = grid_cells({"d": Path("d.yaml")}, variants, {"d": (0, 1)}, {"d": (42, 43)})
+    assert [c.name for c in cells[:3]] == ["d/relu/seed 42/fold 0", "d/relu/seed 42/fold 1",
+                                           "d/relu/seed 43/fold 0"]  # fmt: skip
+    folders = {c.directory("o") for c in cells}
+    assert len(folders) == 8 and Path("o/d/dsrelu/seed43/fold1") in folders
+    flags = dict(zip(*[iter(cell_args(cells[2], "o", [], 7))] * 2, strict=True))
+    assert flags["--seed_everything"] == "43" and flags["--data.init_args.seed"] == "43"
+    # Shards mix seeds as they mix labels.
+    assert {c.seed for c in shard_cells(cells, 0, 3)} == {42, 43}
 
 
 def test_cv_labels_non_default_activation_args() -> None:
@@ -252,7 +331,7 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     command += ["--output", str(output), *TINY, "--trainer.max_epochs", "3"]
     command += ["--early_stopping.stopping_threshold", "1e9"]
     # A stale folder of a cell killed before its first checkpoint: it must be redone.
-    stale = output / "digits" / "dsrelu" / "fold0"
+    stale = output / "digits" / "dsrelu" / "seed42" / "fold0"
     stale.mkdir(parents=True)
     (stale / "config.yaml").write_text("seed_everything: 1\n")
     (stale / "events.out.tfevents.stale").write_bytes(b"x")
@@ -265,19 +344,22 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 def test_shards_run_disjoint_cells_and_the_report_merges_them(sharded: dict) -> None:
     output, logs = sharded["output"], sharded["logs"]
     assert "benchmark: 2 cells (shard 0/2: 1 here)" in logs["0/2"]
-    assert "cell 1/1: digits/relu/fold 0" in logs["0/2"] and "dsrelu" not in logs["0/2"]
-    assert "cell 1/1: digits/dsrelu/fold 0" in logs["1/2"] and "digits/relu/" not in logs["1/2"]
+    assert "cell 1/1: digits/relu/seed 42/fold 0" in logs["0/2"] and "dsrelu" not in logs["0/2"]
+    assert (
+        "cell 1/1: digits/dsrelu/seed 42/fold 0" in logs["1/2"]
+        and "digits/relu/" not in logs["1/2"]
+    )
     summary = list(csv.DictReader((output / "summary.csv").open()))
     assert sorted(r["label"] for r in summary) == ["dsrelu", "relu"]
     assert (output / "figures" / "digits_val_curves.png").is_file()
     assert "| 0 | Val Acc |" in (output / "summary.md").read_text()
-    stale = output / "digits" / "dsrelu" / "fold0"
+    stale = output / "digits" / "dsrelu" / "seed42" / "fold0"
     assert not (stale / "events.out.tfevents.stale").exists()
     assert result(stale)["resumed_from_epoch"] is None
 
 
 def test_result_file_holds_the_best_epoch_by_val_loss(sharded: dict) -> None:
-    cell_dir = sharded["output"] / "digits" / "dsrelu" / "fold0"
+    cell_dir = sharded["output"] / "digits" / "dsrelu" / "seed42" / "fold0"
     data, history = result(cell_dir), rows(cell_dir)
     assert [int(r["epoch"]) for r in history] == [0]
     assert data["best_epoch"] == 0 and data["epochs_run"] == 1
@@ -298,7 +380,7 @@ def test_result_file_holds_the_best_epoch_by_val_loss(sharded: dict) -> None:
 
 
 def test_the_recorded_command_is_the_cell_as_a_fit(sharded: dict) -> None:
-    data = result(sharded["output"] / "digits" / "relu" / "fold0")
+    data = result(sharded["output"] / "digits" / "relu" / "seed42" / "fold0")
     words = shlex.split(data["command"])
     assert words[:4] == ["python", "-m", "dsrelu_lightning", "fit"]
     cli = build_cli(words[4:], run=False)
@@ -309,7 +391,9 @@ def test_rerun_skips_finished_cells(sharded: dict) -> None:
     results = sorted(sharded["output"].glob("**/result.json"))
     before = [p.stat().st_mtime_ns for p in results]
     # A kill after result.json but before last.ckpt's deletion: the rerun deletes it.
-    leftover = sharded["output"] / "digits" / "relu" / "fold0" / "checkpoints" / "last.ckpt"
+    leftover = (
+        sharded["output"] / "digits" / "relu" / "seed42" / "fold0" / "checkpoints" / "last.ckpt"
+    )
     leftover.write_bytes(b"x")
     assert run_main(sharded["command"]).count("(finished earlier, skipped)") == 2
     assert [p.stat().st_mtime_ns for p in results] == before
@@ -358,7 +442,7 @@ def test_another_dsrelu_setting_under_the_same_label_is_refused(sharded: dict) -
 
 def test_run_cell_checks_a_finished_cell_too(sharded: dict) -> None:
     # As when another process finished the cell after the grid's up-front check.
-    cell = Cell("digits", Path(DIGITS), select_variants(["relu"])[0], 0)
+    cell = Cell("digits", Path(DIGITS), select_variants(["relu"])[0], 0, seed=42)
     output, overrides = sharded["output"], sharded["overrides"]
     assert run_cell(cell, output, overrides, 42) == "skipped"
     with pytest.raises(ConfigurationError, match=r"finished with another .*\(model\.lr changed"):
@@ -366,7 +450,7 @@ def test_run_cell_checks_a_finished_cell_too(sharded: dict) -> None:
 
 
 def test_a_cell_locked_by_another_process_is_left_alone(tmp_path: Path) -> None:
-    cell_dir = tmp_path / "out" / "digits" / "relu" / "fold0"
+    cell_dir = tmp_path / "out" / "digits" / "relu" / "seed42" / "fold0"
     cell_dir.mkdir(parents=True)
     (cell_dir / "events.out.tfevents.live").write_bytes(b"x")  # the other run's files
     command = ["benchmark", "--config", DIGITS, "--activations", "relu", "--folds", "0"]
@@ -374,10 +458,97 @@ def test_a_cell_locked_by_another_process_is_left_alone(tmp_path: Path) -> None:
     with (cell_dir / ".lock").open("a") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live cell's process
         log = run_main(command)
-    assert "cell 1/1: digits/relu/fold 0: running in another process" in log
+    assert "cell 1/1: digits/relu/seed 42/fold 0: running in another process" in log
     assert "report: not written" in log
     assert (cell_dir / "events.out.tfevents.live").exists()  # not deleted as stale
     assert sorted(p.name for p in cell_dir.iterdir()) == [".lock", "events.out.tfevents.live"]
+
+
+def test_an_old_layout_cell_is_reused_as_the_seed_it_ran_with(
+    sharded: dict, tmp_path: Path
+) -> None:
+    # A grid made before seeds: <label>/fold<k>, and a record without "seed".
+    output = tmp_path / "out"
+    shutil.copytree(sharded["output"], output, ignore=shutil.ignore_patterns("*.ckpt"))
+    for label in ("relu", "dsrelu"):
+        old = output / "digits" / label / "fold0"
+        (output / "digits" / label / "seed42" / "fold0").rename(old)
+        (output / "digits" / label / "seed42").rmdir()
+        record = result(old)
+        del record["seed"]
+        (old / "result.json").write_text(json.dumps(record))
+    before = sorted(p.stat().st_mtime_ns for p in output.glob("**/result.json"))
+    command = [str(output) if arg == str(sharded["output"]) else arg for arg in sharded["command"]]
+    log = run_main(command)
+    assert log.count("(finished earlier, skipped)") == 2
+    assert not list(output.glob("digits/*/seed42"))  # nothing rerun in the new layout
+    assert sorted(p.stat().st_mtime_ns for p in output.glob("**/result.json")) == before
+    assert "cells: 0 finished, 0 resumed, 0 diverged, 2 skipped, 0 busy" in log
+    # Found where it lies, it is compared like any finished cell.
+    with pytest.raises(ConfigurationError, match=r"relu/seed 42/fold 0 finished with another"):
+        run_benchmark(output, {"digits": DIGITS}, select_variants(["relu"]), [0], seeds=[42])
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """2 labels (one with overrides) x 2 seeds x 2 folds, one epoch each."""
+    root = tmp_path_factory.mktemp("seeded")
+    grid = root / "grid.yaml"
+    grid.write_text(
+        "variants:\n"
+        "  relu: {activation: relu}\n"
+        "  relu_step:\n"
+        "    activation: relu\n"
+        "    overrides: {slope_scheduler.granularity: step, model.lr: 0.002}\n"
+    )
+    output = root / "out"
+    command = ["benchmark", "--config", DIGITS, "--grid", str(grid), "--folds", "0,1"]
+    command += ["--seeds", "42,43", "--output", str(output), *TINY, "--trainer.max_epochs", "1"]
+    command += ["--keep_checkpoints", "none"]
+    yield {"output": output, "log": run_main(command)}
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_labels_two_seeds_two_folds_make_eight_cells(seeded: dict) -> None:
+    records = {p.parent: result(p.parent) for p in seeded["output"].glob("**/result.json")}
+    assert len(records) == 8
+    cells = {(r["label"], r["seed"], r["fold"]) for r in records.values()}
+    assert len(cells) == 8 and {seed for _, seed, _ in cells} == {42, 43}
+    for folder, record in records.items():
+        assert folder.relative_to(seeded["output"]) == Path(
+            "digits", record["label"], f"seed{record['seed']}", f"fold{record['fold']}"
+        )
+        assert record["config"]["seed_everything"] == record["seed"]
+        assert record["config"]["data"]["init_args"]["seed"] == record["seed"]
+
+
+def test_a_variants_overrides_reach_its_cells_and_the_report(seeded: dict) -> None:
+    for folder in seeded["output"].glob("digits/*/seed*/fold*"):
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        step = folder.parts[-3] == "relu_step"
+        assert saved["slope_scheduler"]["granularity"] == ("step" if step else "epoch")
+        assert saved["model"]["lr"] == (0.002 if step else 0.001)
+        assert result(folder)["overrides"] == (
+            {"slope_scheduler.granularity": "step", "model.lr": 0.002} if step else {}
+        )
+    markdown = (seeded["output"] / "summary.md").read_text()
+    assert "| Label | Activation | Arguments | Overrides | Folds |" in markdown
+    assert "| relu_step | relu | null | model.lr=0.002, slope_scheduler.granularity=step |" in (
+        markdown
+    )
+    assert "| relu | relu | null | — |" in markdown
+
+
+def test_progress_lines_show_elapsed_eta_and_the_counts(seeded: dict) -> None:
+    lines = [line for line in seeded["log"].splitlines() if "ETA" in line]
+    assert len(lines) == 8
+    assert re.fullmatch(
+        r"cell 1/8: digits/relu/seed 42/fold 0: finished in \d+\.\d s; "
+        r"elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d",
+        lines[0],
+    ), lines[0]
+    assert lines[-1].endswith("ETA 0:00:00")
+    assert "cells: 8 finished, 0 resumed, 0 diverged, 0 skipped, 0 busy (elapsed" in seeded["log"]
 
 
 class _KilledBeforeTheResult(Exception):
@@ -401,13 +572,13 @@ def test_early_stopped_cell_resumes_without_training_on(
         patch.setattr(benchmark, "atomic_write_json", killed)
         with pytest.raises(_KilledBeforeTheResult):
             main(command)
-    cell_dir = tmp_path / "digits" / "relu" / "fold0"
+    cell_dir = tmp_path / "digits" / "relu" / "seed42" / "fold0"
     assert (cell_dir / "checkpoints" / "last.ckpt").is_file() and first["epochs_run"] == 1
 
     with pytest.raises(SystemExit):
         main([*command, "--model.lr", "0.01"])
     err = capsys.readouterr().err
-    assert "cell digits/relu/fold 0 was started with another configuration (model.lr" in err
+    assert "cell digits/relu/seed 42/fold 0 was started with another configuration (model.lr" in err
     assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(command)
     again = result(cell_dir)
     assert again["resumed_from_epoch"] == 0
@@ -445,7 +616,7 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
         timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
-    cell_dir = output / "digits" / "relu" / "fold0"
+    cell_dir = output / "digits" / "relu" / "seed42" / "fold0"
     assert not (cell_dir / "result.json").exists()
     assert [int(r["epoch"]) for r in rows(cell_dir)] == [0, 1]  # epoch 1 logged, not saved
 
@@ -473,7 +644,7 @@ def test_a_diverging_cell_is_recorded_and_not_retried(
     command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(tmp_path), *TINY]
     command += ["--keep_checkpoints", "none"]
     run_main([*command, "--model.activation", "relu"])
-    data = result(tmp_path / "digits" / "relu" / "fold0")
+    data = result(tmp_path / "digits" / "relu" / "seed42" / "fold0")
     assert not list(tmp_path.glob("**/*.ckpt")) and data["best_checkpoint"] is None
     assert data["status"] == "diverged" and "NaN or infinite" in data["stop_reason"]
     assert data["best_epoch"] == 0 and data["epochs_run"] == 1  # the last good epoch

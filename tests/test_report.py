@@ -229,7 +229,7 @@ def test_bad_result_folders_raise_configuration_errors(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     fake_cell(tmp_path / "a", "digits", "relu", 0, rng)
     fake_cell(tmp_path / "b", "digits", "relu", 0, rng)
-    with pytest.raises(ConfigurationError, match="are both digits/relu/fold 0"):
+    with pytest.raises(ConfigurationError, match="are both digits/relu/seed None/fold 0"):
         write_report(tmp_path)
     (tmp_path / "b" / "digits" / "relu" / "fold0" / "result.json").write_text("{trunc")
     with pytest.raises(ConfigurationError, match="is not a readable benchmark result"):

@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal, get_args
@@ -44,19 +44,26 @@ from dsrelu_lightning.atomic import atomic_write_json
 from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
 from dsrelu_lightning.study.command_parser import CommandParser
 from dsrelu_lightning.study.grid import (
+    ACTIVATION_KEYS,
+    CELL_KEYS,
     PAPER_ACTIVATIONS,
     RESULT_FILE,
+    SELECTION,
+    SELECTION_RULE,
     Cell,
     Grid,
     Variant,
+    check_override_key,
     cv_label,
     grid_cells,
     load_grid,
     parse_folds,
+    parse_seeds,
     parse_shard,
     select_variants,
     shard_cells,
 )
+from dsrelu_lightning.study.progress import Progress
 from dsrelu_lightning.study.report import write_report
 from dsrelu_lightning.training.callbacks import MetricsHistory
 from dsrelu_lightning.training.cli import build_cli
@@ -83,30 +90,6 @@ METRICS = ("acc", "f1", "auroc", "loss")
 
 LOCK_FILE = ".lock"
 """Held (flock) by the process running a cell; it stays in the cell's folder."""
-
-# Keys the grid sets for every cell; a user override of them would be silently replaced.
-_CELL_KEYS = (
-    "data.fold_index",
-    "data.init_args.fold_index",
-    "trainer.default_root_dir",
-    "trainer.logger",
-    "checkpoint.dirpath",
-)
-_VARIANT_KEYS = ("model.activation", "model.activation_args")
-
-# Selection, the tested checkpoint and resuming rely on these values.
-_SELECTION = {
-    "checkpoint.monitor": "val/loss",
-    "checkpoint.mode": "min",
-    "checkpoint.save_top_k": 1,
-    "checkpoint.save_last": True,
-    "early_stopping.monitor": "val/loss",
-}
-_SELECTION_RULE = (
-    "benchmark cells report and test the checkpoint of their lowest val/loss and resume from "
-    "last.ckpt, so checkpoint and early stopping must stay on val/loss (checkpoint mode min, "
-    "save_top_k 1, save_last true)"
-)
 
 # Keys of a cell's config that do not change its result: where its folder lies (the same
 # cell, its output given by a relative or absolute path) and what the console shows.
@@ -152,7 +135,7 @@ def inspect_config(config: str | Path, overrides: Sequence[str] = ()) -> ConfigI
 
 def _inspect(config: str | Path, overrides: Sequence[str]) -> tuple[ConfigInfo, Any]:
     """:func:`inspect_config`, and the parser that resolved it (it can resolve any cell)."""
-    _check_overrides(overrides, _CELL_KEYS)
+    _check_overrides(overrides, CELL_KEYS)
     cli = _build_cli(["--config", str(config), *overrides, "--trainer.logger", "false"])
     if cli.trainer.fast_dev_run:
         raise ConfigurationError(
@@ -164,12 +147,7 @@ def _inspect(config: str | Path, overrides: Sequence[str]) -> tuple[ConfigInfo, 
             "benchmark cells pick their best epoch by val/loss: validation must run "
             "(remove --trainer.limit_val_batches 0)"
         )
-    for key, needed in _SELECTION.items():
-        if cli.config[key] != needed:
-            raise ConfigurationError(
-                f"{key}={cli.config[key]!r} (from {str(config)!r} or the overrides), but "
-                f"{_SELECTION_RULE}; remove that setting"
-            )
+    _check_selection(cli.config, f"from {str(config)!r} or the overrides")
     model = cli.config["model"]
     args = model.get("activation_args")
     info = ConfigInfo(
@@ -184,11 +162,28 @@ def _inspect(config: str | Path, overrides: Sequence[str]) -> tuple[ConfigInfo, 
     return info, parser
 
 
+def _check_selection(config: Any, where: str) -> None:
+    """Refuse a resolved config whose model selection is not the grid's (:data:`SELECTION`)."""
+    for key, needed in SELECTION.items():
+        if config[key] != needed:
+            raise ConfigurationError(
+                f"{key}={config[key]!r} ({where}), but {SELECTION_RULE}; remove that setting"
+            )
+
+
 def cell_args(
-    cell: Cell, output: str | Path, overrides: Sequence[str], seed: int | bool
+    cell: Cell, output: str | Path, overrides: Sequence[str], seed: int | bool = 42
 ) -> list[str]:
-    """The LightningCLI arguments (without ``fit``) of ``cell``'s run."""
+    """The LightningCLI arguments (without ``fit``) of ``cell``'s run.
+
+    The cell's seed sets ``seed_everything`` and the fold assignment
+    (``data.init_args.seed``); a cell without one uses ``seed`` for ``seed_everything``
+    and the config's fold assignment.
+    """
     directory = str(cell.directory(output))
+    seeds = ["--seed_everything", json.dumps(seed if cell.seed is None else cell.seed)]
+    if cell.seed is not None:
+        seeds += ["--data.init_args.seed", str(cell.seed)]
     logger = {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": directory, "name": "", "version": ""},
@@ -200,8 +195,7 @@ def cell_args(
         *cell.variant.cli_args(),
         "--data.init_args.fold_index",
         str(cell.fold),
-        "--seed_everything",
-        json.dumps(seed),
+        *seeds,
         "--trainer.default_root_dir",
         directory,
         "--trainer.logger",
@@ -423,6 +417,8 @@ def _result(cell: Cell, cli: Any, args: Sequence[str], run: _Run) -> dict[str, A
         "label": cell.variant.label,
         "activation": str(model["activation"]),
         "activation_args": model.get("activation_args"),
+        "overrides": dict(cell.variant.overrides),
+        "seed": cli.config["seed_everything"],
         "fold": cell.fold,
         "num_folds": int(cli.datamodule.num_folds),
         "status": "diverged" if diverged else "finished",
@@ -523,37 +519,76 @@ def _check_overrides(overrides: Sequence[str], grid_keys: Sequence[str]) -> None
     of the resolved values.
     """
     for token in overrides:
-        if not token.startswith("--"):
-            continue
-        key = token[2:].split("=", 1)[0]
-        if any(key == r or key.startswith(r + ".") for r in grid_keys):
-            raise ConfigurationError(
-                f"--{key} is set per cell by the grid and cannot be overridden: "
-                "choose activations with --activations or a --grid file's variants, folds with "
-                "--folds and the output folder with --output"
-            )
-        if key in _SELECTION:
-            raise ConfigurationError(f"--{key} cannot be overridden: {_SELECTION_RULE}")
+        if token.startswith("--"):
+            check_override_key(token[2:].split("=", 1)[0], grid_keys)
 
 
-def _check_finished(
+def _diverged_or(directory: Path, outcome: CellOutcome) -> str:
+    """``"diverged"`` when the cell's record says so, else ``outcome``."""
+    try:
+        status = json.loads((directory / RESULT_FILE).read_text(encoding="utf-8"))["status"]
+    except (OSError, ValueError, KeyError):
+        return outcome
+    return "diverged" if status == "diverged" else outcome
+
+
+def _located(cell: Cell, output: Path) -> Cell:
+    """``cell``, or its folder of the single-seed layout when a run with its seed lies there.
+
+    Grids made before seeds named their cells ``<label>/fold<k>``; such a cell is reused
+    as the seed its saved config ran with.
+    """
+    if cell.seed is None:
+        return cell
+    flat = replace(cell, flat=True)
+    saved = flat.directory(output) / _SAVED_CONFIG
+    if not saved.is_file():
+        return cell
+    try:
+        config = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return cell
+    ran_with = config.get("seed_everything") if isinstance(config, Mapping) else None
+    return flat if ran_with == cell.seed else cell
+
+
+def _check_cells(
     cells: Sequence[Cell],
     output: Path,
     overrides: Sequence[str],
     infos: Mapping[str, tuple[ConfigInfo, Any]],
 ) -> None:
-    """Refuse, before any cell runs, finished cells that another configuration produced.
+    """Before any cell runs: every variant's overrides parse and keep the model selection,
+    and no finished cell was produced by another configuration.
 
     Each cell's config is only parsed (with the parser that resolved its dataset's
     config), not built: a few tens of milliseconds per cell.
     """
+    checked: set[tuple[str, str]] = set()
     for cell in cells:
         directory = cell.directory(output)
-        if (directory / RESULT_FILE).is_file():
-            info, parser = infos[cell.dataset]
-            args = cell_args(cell, output, overrides, info.seed)
-            now = _resolved(parser, parser.parse_args(args))
-            _check_unchanged(cell, directory, now, finished=True)
+        finished = (directory / RESULT_FILE).is_file()
+        if not finished and (cell.dataset, cell.variant.label) in checked:
+            continue
+        checked.add((cell.dataset, cell.variant.label))
+        info, parser = infos[cell.dataset]
+        config = parser.parse_args(cell_args(cell, output, overrides, info.seed))
+        _check_selection(config, f"from variant {cell.variant.label!r}")
+        if finished:
+            _check_unchanged(cell, directory, _resolved(parser, config), finished=True)
+
+
+def _grid_seeds(seeds: Sequence[int] | None, infos: Mapping[str, tuple[ConfigInfo, Any]]):
+    """Each dataset's seeds: ``seeds``, else its config's ``seed_everything``."""
+    if seeds is not None:
+        return {name: tuple(seeds) for name in infos}
+    for name, (info, _) in infos.items():
+        if isinstance(info.seed, bool) or not isinstance(info.seed, int):
+            raise ConfigurationError(
+                f"the config of dataset {name!r} has seed_everything={info.seed!r}, but grid "
+                "cells need an integer seed: set seed_everything in it or give --seeds"
+            )
+    return {name: (int(info.seed),) for name, (info, _) in infos.items()}
 
 
 def run_benchmark(
@@ -566,6 +601,7 @@ def run_benchmark(
     report: bool = True,
     reference: str | None = None,
     keep_checkpoints: KeepCheckpoints = "best",
+    seeds: Sequence[int] | None = None,
 ) -> list[Path]:
     """Run this shard's cells of the grid and (by default) write the report.
 
@@ -582,6 +618,8 @@ def run_benchmark(
         reference: the report's reference label for the paired tests.
         keep_checkpoints: what each finished cell keeps: its best epoch's checkpoint
             (``"best"``), also ``last.ckpt`` (``"all"``), or nothing (``"none"``).
+        seeds: the seeds of repeated k-fold (each sets ``seed_everything`` and the fold
+            assignment); None: each config's ``seed_everything``.
 
     Returns:
         The ``result.json`` paths of this shard's cells.
@@ -590,7 +628,7 @@ def run_benchmark(
         raise ConfigurationError(
             f"--keep_checkpoints {keep_checkpoints!r} is not one of {', '.join(KEEP_CHECKPOINTS)}"
         )
-    grid_keys = _CELL_KEYS + (_VARIANT_KEYS if any(v.activation for v in variants) else ())
+    grid_keys = CELL_KEYS + (ACTIVATION_KEYS if any(v.activation for v in variants) else ())
     _check_overrides(overrides, grid_keys)
     output = Path(output)
     if output.exists() and not output.is_dir():
@@ -602,28 +640,31 @@ def run_benchmark(
         else tuple(range(info.num_folds))
         for name, (info, _) in infos.items()
     }
-    cells = grid_cells({k: Path(v) for k, v in datasets.items()}, variants, cell_folds)
-    mine = shard_cells(cells, *shard)
-    _check_finished(mine, output, overrides, infos)
+    configs = {k: Path(v) for k, v in datasets.items()}
+    cells = grid_cells(configs, variants, cell_folds, _grid_seeds(seeds, infos))
+    mine = [_located(cell, output) for cell in shard_cells(cells, *shard)]
+    _check_cells(mine, output, overrides, infos)
     where = f" (shard {shard[0]}/{shard[1]}: {len(mine)} here)" if shard[1] > 1 else ""
     print(f"benchmark: {len(cells)} cells{where} under {output}", flush=True)
-    busy: list[str] = []
-    for number, cell in enumerate(mine, start=1):
-        line = f"cell {number}/{len(mine)}: {cell.name}"
+    progress = Progress(len(mine))
+    for cell in mine:
+        line = progress.start(cell.name)
         if (cell.directory(output) / RESULT_FILE).is_file():
             prune_checkpoints(cell.directory(output), keep_checkpoints)
-            print(f"{line} (finished earlier, skipped)", flush=True)
+            progress.done(cell.name, "skipped", f"{line} (finished earlier, skipped)")
             continue
         print(line, flush=True)
-        start = time.perf_counter()
         outcome = run_cell(cell, output, overrides, infos[cell.dataset][0].seed, keep_checkpoints)
         if outcome == "busy":
-            busy.append(cell.name)
-            print(f"{line}: running in another process", flush=True)
+            text = f"{line}: running in another process"
         elif outcome == "skipped":
-            print(f"{line}: finished by another process meanwhile, skipped", flush=True)
+            text = f"{line}: finished by another process meanwhile, skipped"
         else:
-            print(f"{line} done in {time.perf_counter() - start:.1f} s", flush=True)
+            outcome = _diverged_or(cell.directory(output), outcome)
+            text = f"{line}: {outcome}"
+        progress.done(cell.name, outcome, text)
+    print(progress.summary(), flush=True)
+    busy = progress.names("busy")
     if report and busy:
         print(
             f"report: not written: {len(busy)} cell(s) still running in another process "
@@ -651,6 +692,11 @@ def _grid_parser(prog: str, description: str, cv: bool) -> CommandParser:
         )
         parser.add_argument("--reference", help="the report's reference label (default dsrelu)")
     parser.add_argument("--folds", help="comma-separated fold indices (default: every fold)")
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds of repeated k-fold, e.g. 42,43,44; each sets "
+        "seed_everything and the fold assignment (default: the config's seed_everything)",
+    )
     parser.add_argument("--output", required=True, help="the grid's folder (shared by shards)")
     parser.add_argument("--shard", default="0/1", help="run shard i of n (0-based), e.g. 1/4")
     parser.add_argument(
@@ -685,6 +731,7 @@ def benchmark_main(argv: Sequence[str]) -> None:
         parse_shard(args.shard),
         reference=args.reference,
         keep_checkpoints=args.keep_checkpoints,
+        seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
     )
 
 
@@ -703,4 +750,5 @@ def cv_main(argv: Sequence[str]) -> None:
         parse_shard(args.shard),
         reference=label,
         keep_checkpoints=args.keep_checkpoints,
+        seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
     )

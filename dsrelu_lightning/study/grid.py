@@ -7,10 +7,20 @@ the labelled variants to compare, and optionally the folds::
       digits: digits.yaml
     folds: [0, 1, 2, 3, 4]    # optional; default: every fold of each config
     activations: [relu, leaky_relu, sigmoid, tanh, mish, dsrelu]   # registry defaults
-    variants:                 # label -> activation and its arguments
+    variants:                 # label -> activation, its arguments, per-cell overrides
       dsrelu_75_30: {activation: dsrelu, activation_args: {initial_angle: 75, final_angle: 30}}
+      dsrelu_step:
+        activation: dsrelu
+        overrides: {slope_scheduler.granularity: step, model.lr: 0.0005}
 
-Every key is optional except that the grid must define at least one label.
+Every key is optional except that the grid must define at least one label. A variant's
+``overrides`` map dotted LightningCLI keys to values; they are passed to each of its cells
+after the command line's overrides (``--slope_scheduler.granularity step``). Keys the grid
+sets per cell (:data:`CELL_KEYS`), the model selection's keys (:data:`SELECTION`) and the
+activation's own keys (use ``activation``/``activation_args``) are refused.
+
+Cells are ``dataset x label x seed x fold``: each seed sets both the fold assignment
+(``data.init_args.seed``) and ``seed_everything``, so several seeds are repeated k-fold.
 """
 
 from __future__ import annotations
@@ -26,19 +36,26 @@ from typing import Any
 
 import yaml
 
+from dsrelu_lightning.data.kfold import MAX_SEED
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import ACTIVATIONS, build_activation
 
 __all__ = [
+    "ACTIVATION_KEYS",
+    "CELL_KEYS",
     "PAPER_ACTIVATIONS",
     "RESULT_FILE",
+    "SELECTION",
+    "SELECTION_RULE",
     "Cell",
     "Grid",
     "Variant",
+    "check_override_key",
     "cv_label",
     "grid_cells",
     "load_grid",
     "parse_folds",
+    "parse_seeds",
     "parse_shard",
     "select_variants",
     "shard_cells",
@@ -52,7 +69,37 @@ RESULT_FILE = "result.json"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _GRID_KEYS = ("datasets", "folds", "activations", "variants")
-_VARIANT_KEYS = ("activation", "activation_args")
+_VARIANT_KEYS = ("activation", "activation_args", "overrides")
+
+CELL_KEYS = (
+    "data.fold_index",
+    "data.init_args.fold_index",
+    "data.seed",
+    "data.init_args.seed",
+    "seed_everything",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "checkpoint.dirpath",
+)
+"""Keys the grid sets for every cell; an override of them would be silently replaced."""
+
+ACTIVATION_KEYS = ("model.activation", "model.activation_args")
+"""Keys a labelled variant sets (from its ``activation`` and ``activation_args``)."""
+
+SELECTION = {
+    "checkpoint.monitor": "val/loss",
+    "checkpoint.mode": "min",
+    "checkpoint.save_top_k": 1,
+    "checkpoint.save_last": True,
+    "early_stopping.monitor": "val/loss",
+}
+"""Selection, the tested checkpoint and resuming rely on these values."""
+
+SELECTION_RULE = (
+    "benchmark cells report and test the checkpoint of their lowest val/loss and resume from "
+    "last.ckpt, so checkpoint and early stopping must stay on val/loss (checkpoint mode min, "
+    "save_top_k 1, save_last true)"
+)
 
 
 @dataclass(frozen=True)
@@ -61,37 +108,55 @@ class Variant:
 
     ``activation=None`` means "as the dataset config says" (the ``cv`` command).
     ``activation_args=None`` means the activation's own defaults (DSReLU: 85/10 deg, k=5).
+    ``overrides`` maps further LightningCLI keys (dotted, no ``--``) to this label's values.
     """
 
     label: str
     activation: str | None = None
     activation_args: Mapping[str, Any] | None = field(default=None, hash=False)
+    overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def cli_args(self) -> list[str]:
-        """The LightningCLI overrides that select this variant's activation."""
-        if self.activation is None:
-            return []
-        args = None if self.activation_args is None else dict(self.activation_args)
-        return ["--model.activation", self.activation, "--model.activation_args", json.dumps(args)]
+        """The LightningCLI overrides that select this variant's activation and settings."""
+        args: list[str] = []
+        if self.activation is not None:
+            kwargs = None if self.activation_args is None else dict(self.activation_args)
+            args += ["--model.activation", self.activation]
+            args += ["--model.activation_args", json.dumps(kwargs)]
+        for key, value in self.overrides.items():
+            args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        return args
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid: a dataset config, an activation variant and a fold."""
+    """One run of the grid: a dataset config, an activation variant, a seed and a fold.
+
+    ``seed=None`` keeps the config's own seeds (a cell of the single-seed layout).
+    ``flat`` marks a cell found in that layout (``<label>/fold<k>``, which grids made
+    before seeds had): it is reused where it lies.
+    """
 
     dataset: str
     config: Path
     variant: Variant
     fold: int
+    seed: int | None = None
+    flat: bool = False
 
     @property
     def name(self) -> str:
-        """``dataset/label/fold k``, as the progress lines show it."""
-        return f"{self.dataset}/{self.variant.label}/fold {self.fold}"
+        """``dataset/label/seed s/fold k``, as the progress lines show it."""
+        seed = "" if self.seed is None else f"seed {self.seed}/"
+        return f"{self.dataset}/{self.variant.label}/{seed}fold {self.fold}"
 
     def directory(self, output: str | Path) -> Path:
-        """The cell's own folder: ``<output>/<dataset>/<label>/fold<k>``."""
-        return Path(output) / self.dataset / self.variant.label / f"fold{self.fold}"
+        """The cell's own folder: ``<output>/<dataset>/<label>/seed<s>/fold<k>``
+        (``<label>/fold<k>`` without a seed or when ``flat``)."""
+        folder = Path(output) / self.dataset / self.variant.label
+        if self.seed is not None and not self.flat:
+            folder /= f"seed{self.seed}"
+        return folder / f"fold{self.fold}"
 
 
 @dataclass(frozen=True)
@@ -187,7 +252,55 @@ def make_variant(label: object, spec: object, source: str) -> Variant:
             f"activation_args of variant {label!r} in {source} must be a mapping, got {args!r}"
         )
     build_activation(activation, **dict(args or {}))  # bad angles etc. fail before any run
-    return Variant(label, activation, dict(args) if args is not None else None)
+    overrides = spec.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigurationError(
+            f"overrides of variant {label!r} in {source} must map LightningCLI keys to values, "
+            f"e.g. {{slope_scheduler.granularity: step}}; got {overrides!r}"
+        )
+    where = f"variant {label!r} in {source}: overrides key"
+    for key in overrides:
+        check_override_key(str(key), (*CELL_KEYS, *ACTIVATION_KEYS), where, whole_sections=True)
+    return Variant(
+        label,
+        activation,
+        dict(args) if args is not None else None,
+        {str(k): v for k, v in overrides.items()},
+    )
+
+
+def check_override_key(
+    key: str, grid_keys: Sequence[str], where: str = "", whole_sections: bool = False
+) -> None:
+    """Refuse an override of a key the grid sets per cell or the model selection needs.
+
+    ``where`` prefixes the message (e.g. the variant); ``whole_sections`` also refuses a
+    section holding such a key (``trainer``, ``checkpoint``), whose value would replace it.
+    """
+    prefix = f"{where} " if where else ""
+    for reserved in (*grid_keys, *SELECTION):
+        if not (
+            key == reserved
+            or key.startswith(reserved + ".")
+            or (whole_sections and reserved.startswith(key + "."))
+        ):
+            continue
+        if reserved.startswith(key + "."):
+            raise ConfigurationError(
+                f"{prefix}--{key} is a whole section holding --{reserved}, which the grid "
+                f"fixes; give dotted keys such as {key}.<name>"
+            )
+        if reserved in SELECTION:
+            raise ConfigurationError(f"{prefix}--{key} cannot be overridden: {SELECTION_RULE}")
+        if reserved in ACTIVATION_KEYS and where:
+            raise ConfigurationError(
+                f"{prefix}--{key} is the variant's own: set 'activation' and 'activation_args'"
+            )
+        raise ConfigurationError(
+            f"{prefix}--{key} is set per cell by the grid and cannot be overridden: "
+            "choose activations with --activations or a --grid file's variants, seeds with "
+            "--seeds, folds with --folds and the output folder with --output"
+        )
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -276,6 +389,22 @@ def parse_folds(text: str, num_folds: int | None = None) -> tuple[int, ...]:
     return folds
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"42,43,44"`` -> ``(42, 43, 44)``: distinct seeds in ``[0, 2**32 - 1]``."""
+    items = [item.strip() for item in str(text).split(",")]
+    try:
+        seeds = tuple(int(item) for item in items)
+    except ValueError:
+        seeds = ()
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise ConfigurationError(
+            f"--seeds must be a comma-separated list of integer seeds in [0, {MAX_SEED}] "
+            f"such as 42,43,44; got {text!r}"
+        )
+    _check_unique([str(s) for s in seeds], "--seeds")
+    return seeds
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
@@ -293,13 +422,18 @@ def grid_cells(
     datasets: Mapping[str, Path],
     variants: Iterable[Variant],
     folds: Mapping[str, Sequence[int]],
+    seeds: Mapping[str, Sequence[int]] | None = None,
 ) -> list[Cell]:
-    """Every cell, in a fixed order: dataset, then label, then fold."""
+    """Every cell, in a fixed order: dataset, then label, then seed, then fold.
+
+    Without ``seeds`` the cells keep their configs' seeds (``Cell.seed`` None).
+    """
     variants = tuple(variants)
     return [
-        Cell(dataset, Path(config), variant, fold)
+        Cell(dataset, Path(config), variant, fold, seed)
         for dataset, config in datasets.items()
         for variant in variants
+        for seed in (seeds[dataset] if seeds is not None else (None,))
         for fold in folds[dataset]
     ]
 

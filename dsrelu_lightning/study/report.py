@@ -77,6 +77,13 @@ class CellResult:
     def fold(self) -> int:
         return int(self.data["fold"])
 
+    @property
+    def seed(self) -> Any:
+        """The cell's seed; a record of the single-seed layout has it in its config only."""
+        if "seed" in self.data:
+            return self.data["seed"]
+        return (self.data.get("config") or {}).get("seed_everything")
+
     def value(self, stage: str, metric: str) -> float | None:
         """``stage`` (train/val/test) ``metric`` (acc/f1/auroc/loss) at the best epoch."""
         values = self.data.get(stage) or {}
@@ -101,11 +108,11 @@ def load_results(output: str | Path) -> list[CellResult]:
     output = Path(output)
     if not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is not a folder of benchmark results")
-    results: dict[tuple[str, str, int], CellResult] = {}
+    results: dict[tuple[str, str, Any, int], CellResult] = {}
     for path in sorted(output.glob(f"**/{RESULT_FILE}")):
         try:
             result = CellResult(path, json.loads(path.read_text(encoding="utf-8")))
-            key = (result.dataset, result.label, result.fold)
+            key = (result.dataset, result.label, result.seed, result.fold)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(
                 f"{path} is not a readable benchmark result ({exc}); delete it and rerun "
@@ -113,7 +120,8 @@ def load_results(output: str | Path) -> list[CellResult]:
             ) from exc
         if key in results:
             raise ConfigurationError(
-                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/fold {key[2]}: "
+                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/seed {key[2]}/"
+                f"fold {key[3]}: "
                 "keep one of them"
             )
         results[key] = result
@@ -121,7 +129,9 @@ def load_results(output: str | Path) -> list[CellResult]:
         raise ConfigurationError(
             f"no {RESULT_FILE} under {str(output)!r}: run the benchmark (or cv) there first"
         )
-    return sorted(results.values(), key=lambda r: (r.dataset, _label_key(r.label), r.fold))
+    return sorted(
+        results.values(), key=lambda r: (r.dataset, _label_key(r.label), str(r.seed), r.fold)
+    )
 
 
 def _label_key(label: str) -> tuple[int, str]:
@@ -228,10 +238,19 @@ def _activation_lines(cells: Mapping[str, Mapping[int, CellResult]]) -> list[str
     for label, runs in cells.items():
         first = next(iter(runs.values())).data
         folds = ", ".join(str(f) for f in sorted(runs))
+        overrides = first.get("overrides") or {}
+        settings = ", ".join(f"{key}={_plain(value)}" for key, value in sorted(overrides.items()))
         rows.append(
-            [label, str(first.get("activation")), json.dumps(first.get("activation_args")), folds]
+            [
+                label,
+                str(first.get("activation")),
+                json.dumps(first.get("activation_args")),
+                settings or "—",
+                folds,
+            ]
         )
-    return ["### Activations", "", *_table(["Label", "Activation", "Arguments", "Folds"], rows)]
+    header = ["Label", "Activation", "Arguments", "Overrides", "Folds"]
+    return ["### Activations", "", *_table(header, rows)]
 
 
 def _fold_table_lines(cells: Mapping[str, Mapping[int, CellResult]]) -> list[str]:
