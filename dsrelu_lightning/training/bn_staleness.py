@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 
@@ -62,8 +62,12 @@ class BNStalenessMonitor(Callback):
             return
         if is_compiled(pl_module):
             return
-        self._ratios = {}
-        layers = {k: m for k, m in batch_norms(pl_module).items() if m.training}
+        self.arm(pl_module)
+
+    def arm(self, module: nn.Module) -> None:
+        """Hook the settled, training-mode BatchNorm layers of ``module`` for its next forward."""
+        self.disarm()
+        layers = {k: m for k, m in batch_norms(module).items() if m.training}
         if not layers:
             return
         tracked = torch.stack([m.num_batches_tracked for m in layers.values()]).tolist()
@@ -82,6 +86,14 @@ class BNStalenessMonitor(Callback):
 
         return read
 
+    def disarm(self) -> tuple[list[str], Tensor] | None:
+        """Remove the hooks; the hooked layers' names and ratios (on the device), if any."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        ratios, self._ratios = self._ratios, {}
+        return (list(ratios), torch.stack(list(ratios.values()))) if ratios else None
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -90,12 +102,10 @@ class BNStalenessMonitor(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self._remove_hooks()
-        if not self._ratios:
+        measured = self.disarm()
+        if measured is None:
             return
-        names = list(self._ratios)
-        ratios = torch.stack([self._ratios[n] for n in names])
-        self._ratios = {}
+        names, ratios = measured
         worst, index = ratios.max(dim=0)
         pl_module.log(
             "bn/stale_ratio",
@@ -123,13 +133,8 @@ class BNStalenessMonitor(Callback):
     def _precise_bn_on(self, trainer: pl.Trainer) -> bool:
         return any(isinstance(cb, PreciseBN) and cb.enabled for cb in trainer.callbacks)
 
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._remove_hooks()  # a batch that raised leaves none behind
+        self.disarm()  # a batch that raised leaves no hook behind
 
     def state_dict(self) -> dict[str, Any]:
         return {"warned": self._warned}

@@ -37,23 +37,26 @@ class PreciseBN(Callback):
     Args:
         enabled: switch it on (``--precise_bn.enabled true``); off, it does nothing.
         num_batches: training batches per recalibration (fvcore's and detectron2's default
-            200); every batch where the epoch has fewer.
+            200); every batch where the epoch has fewer (``limit_train_batches`` counts).
+        log_ema: also log ``val_ema/*`` (below); it costs one more pass over the
+            validation loader per validation (docs/performance.md).
 
     Before recalibrating, it evaluates the validation loader once more with the running
-    statistics and logs ``val_ema/loss|acc|f1|auroc`` beside ``val/*`` (warning once when
-    the accuracies differ by more than 0.1); model selection and early stopping keep using
-    ``val/*``. The running statistics are put back before the next training batch (and
-    kept in this callback's checkpoint state until then), so the training, its random
-    streams, its batch order and the ``val_ema/*`` figures are exactly those of a run
-    without precise BN. Under DDP the ranks' statistics are pooled, so that every rank
-    holds the same buffers.
+    statistics (``log_ema``) and logs ``val_ema/loss|acc|f1|auroc`` beside ``val/*``
+    (warning once when the accuracies differ by more than 0.1); model selection and early
+    stopping keep using ``val/*``. The running statistics are put back before the next
+    training batch (and kept in this callback's checkpoint state until then), so the
+    training, its random streams, its batch order and the ``val_ema/*`` figures are
+    exactly those of a run without precise BN. Under DDP the ranks' statistics are
+    pooled, so that every rank holds the same buffers.
     """
 
-    def __init__(self, enabled: bool = False, num_batches: int = 200) -> None:
+    def __init__(self, enabled: bool = False, num_batches: int = 200, log_ema: bool = True) -> None:
         if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
             raise ConfigurationError(f"precise_bn.num_batches must be >= 1, got {num_batches!r}")
         self.enabled = enabled
         self.num_batches = num_batches
+        self.log_ema = log_ema
         self._running: dict[str, Tensor] | None = None  # the EMA buffers to put back
         self._ema: dict[str, Tensor] = {}
         self._warned_gap = False
@@ -75,7 +78,7 @@ class PreciseBN(Callback):
         with torch.no_grad(), preserved_rng(pl_module.device, trainer.train_dataloader):
             if self._running is None:  # the EMA buffers, unless already put aside this epoch
                 self._running = {k: v.detach().clone() for k, v in _buffers(layers).items()}
-            self._ema = self._evaluate(trainer, pl_module)
+            self._ema = self._evaluate(trainer, pl_module) if self.log_ema else {}
             limit = min(self.num_batches, trainer.num_training_batches)
             batches = loader_batches(trainer.train_dataloader, limit)
             inputs = (_inputs(trainer, batch) for batch in batches)
