@@ -17,8 +17,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError, UserFacingError
 from dsrelu_lightning.nn.activations import dsrelu_modules
+from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
 from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
 from dsrelu_lightning.training.module import ResNetClassifier
+from dsrelu_lightning.training.precise_bn import PreciseBN
 from dsrelu_lightning.training.preflight import (
     check_checkpoint,
     check_output_dir,
@@ -65,6 +67,9 @@ class DSReLUCLI(LightningCLI):
         parser.add_lightning_class_args(EpochTimer, "epoch_timer")
         parser.add_lightning_class_args(MetricsHistory, "metrics_history")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
+        # After the NaN guard: a diverged model is not recalibrated before it stops.
+        parser.add_lightning_class_args(PreciseBN, "precise_bn")
+        parser.add_lightning_class_args(BNStalenessMonitor, "bn_staleness")
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the model's hyperparameters from --ckpt_path while parsing;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -14,10 +13,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.nn.activations import build_activation, dsrelu_modules
-from dsrelu_lightning.nn.dsrelu_kernel import warm_up
+from dsrelu_lightning.nn.activations import build_activation
 from dsrelu_lightning.nn.resnet import Stem, build_resnet34
-from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
+from dsrelu_lightning.training.slope_scheduler import warn_if_unscheduled
 
 __all__ = ["ResNetClassifier"]
 
@@ -152,26 +150,5 @@ class ResNetClassifier(pl.LightningModule):
         )
 
     def on_fit_start(self) -> None:
-        scheduled = [m for m in dsrelu_modules(self) if m.is_scheduled]
-        has_scheduler = any(isinstance(cb, SlopeScheduler) for cb in self.trainer.callbacks)
-        if scheduled and not has_scheduler:
-            warnings.warn(
-                f"the model has {len(scheduled)} DSReLU layers but the Trainer has no "
-                "SlopeScheduler callback: their slope stays frozen at its t=0 value. "
-                "Add dsrelu_lightning.SlopeScheduler() to the Trainer's callbacks.",
-                UserWarning,
-                stacklevel=2,
-            )
-
-    def on_train_start(self) -> None:
-        # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
-        # the epoch-time comparison with other activations stays fair.
-        if not self.hparams.compile and dsrelu_modules(self.model):
-            warm_up(self.device, self._activation_dtype())
-
-    def _activation_dtype(self) -> torch.dtype:
-        """The dtype activations run in: autocast's under mixed precision, else the weights'."""
-        precision = str(self.trainer.precision)
-        if precision.endswith("-mixed"):
-            return torch.bfloat16 if precision.startswith("bf16") else torch.float16
-        return self.dtype
+        # DSReLU's concerns live beside SlopeScheduler; the model only asks for the check.
+        warn_if_unscheduled(self.trainer, self)

@@ -1,42 +1,70 @@
-"""SlopeScheduler: the callback that advances every DSReLU layer's progress over training."""
+"""SlopeScheduler: the callback that advances DSReLU's progress over training, and the
+DSReLU-specific run checks (kernel warm-up, the missing-scheduler warning)."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
+from torch import nn
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
+from dsrelu_lightning.nn.dsrelu_kernel import warm_up
 
-__all__ = ["SlopeScheduler"]
+__all__ = ["SlopeScheduler", "activation_dtype", "is_compiled", "warn_if_unscheduled"]
+
+Schedule = Literal["paper", "authors_code"]
 
 
 class SlopeScheduler(Callback):
-    """Advance the progress of EVERY DSReLU layer in the model over training.
+    """Advance the progress of the model's DSReLU layers over training.
 
     Args:
         granularity: ``"epoch"`` sets ``t = current_epoch / max_epochs`` at each training
             epoch start (the paper's schedule); ``"step"`` sets
             ``t = global_step / estimated_stepping_batches`` before each batch.
+        schedule: ``"paper"`` (default) moves EVERY DSReLU layer as above.
+            ``"authors_code"`` emulates the authors' published code, for ablations only:
+            only the first DSReLU (the stem's, ``model.relu``) advances, by
+            ``t = current_epoch / len(train_dataloader)`` (Lightning's
+            ``num_training_batches``), so ``t`` stays near 0; every block's DSReLU stays
+            at ``t = 0``. Per-epoch only.
 
     Progress is set in training hooks, never in ``setup``, so a resumed fit continues
-    the schedule from the restored epoch/step. Logs ``dsrelu/slope`` once per epoch.
+    the schedule from the restored epoch/step. Logs ``dsrelu/slope`` (the first layer's)
+    once per epoch. At the start of training it compiles DSReLU's fused kernels (unless
+    the model is ``torch.compile``-d) so that the first timed epoch does not pay for them.
     """
 
-    def __init__(self, granularity: Literal["epoch", "step"] = "epoch") -> None:
+    def __init__(
+        self, granularity: Literal["epoch", "step"] = "epoch", schedule: Schedule = "paper"
+    ) -> None:
         if granularity not in ("epoch", "step"):
             raise ConfigurationError(
                 f"SlopeScheduler granularity must be 'epoch' or 'step', got {granularity!r}"
             )
+        if schedule not in ("paper", "authors_code"):
+            raise ConfigurationError(
+                f"SlopeScheduler schedule must be 'paper' or 'authors_code', got {schedule!r}"
+            )
+        if schedule == "authors_code" and granularity == "step":
+            raise ConfigurationError(
+                "--slope_scheduler.schedule authors_code advances once per epoch (as the "
+                "published code did); it cannot be combined with --slope_scheduler.granularity "
+                "step"
+            )
         self.granularity = granularity
+        self.schedule = schedule
         self._layers: list[DSReLU] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._layers = dsrelu_modules(pl_module)
-        if stage != "fit" or not self._layers:
+        if stage != "fit" or not self._layers or self.schedule == "authors_code":
             return
         if self.granularity == "epoch" and (trainer.max_epochs is None or trainer.max_epochs < 1):
             raise ConfigurationError(
@@ -47,6 +75,14 @@ class SlopeScheduler(Callback):
             )
 
     def _progress(self, trainer: pl.Trainer) -> float:
+        if self.schedule == "authors_code":
+            batches = trainer.num_training_batches
+            if not math.isfinite(batches) or batches < 1:
+                raise ConfigurationError(
+                    "SlopeScheduler(schedule='authors_code') needs a training loader with a "
+                    "length: t = current_epoch / len(train_dataloader)"
+                )
+            return trainer.current_epoch / batches
         if self.granularity == "epoch":
             return trainer.current_epoch / trainer.max_epochs
         total = trainer.estimated_stepping_batches
@@ -59,9 +95,20 @@ class SlopeScheduler(Callback):
 
     def _apply(self, trainer: pl.Trainer) -> float:
         t = min(max(self._progress(trainer), 0.0), 1.0)
+        if self.schedule == "authors_code":
+            self._layers[0].set_progress(t)
+            for layer in self._layers[1:]:
+                layer.set_progress(0.0)
+            return t
         for layer in self._layers:
             layer.set_progress(t)
         return t
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
+        # the epoch-time comparison with other activations stays fair.
+        if self._layers and not is_compiled(pl_module):
+            warm_up(pl_module.device, activation_dtype(trainer, pl_module))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._layers:
@@ -74,3 +121,33 @@ class SlopeScheduler(Callback):
     ) -> None:
         if self._layers and self.granularity == "step":
             self._apply(trainer)
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` or one of its submodules was ``torch.compile``-d."""
+    return any(
+        getattr(m, "_compiled_call_impl", None) is not None
+        or isinstance(m, torch._dynamo.eval_frame.OptimizedModule)
+        for m in module.modules()
+    )
+
+
+def activation_dtype(trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.dtype:
+    """The dtype activations run in: autocast's under mixed precision, else the weights'."""
+    precision = str(trainer.precision)
+    if precision.endswith("-mixed"):
+        return torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    return pl_module.dtype
+
+
+def warn_if_unscheduled(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    """Warn when scheduled DSReLU layers would train without a SlopeScheduler (frozen slope)."""
+    scheduled = [m for m in dsrelu_modules(pl_module) if m.is_scheduled]
+    if scheduled and not any(isinstance(cb, SlopeScheduler) for cb in trainer.callbacks):
+        warnings.warn(
+            f"the model has {len(scheduled)} DSReLU layers but the Trainer has no "
+            "SlopeScheduler callback: their slope stays frozen at its t=0 value. "
+            "Add dsrelu_lightning.SlopeScheduler() to the Trainer's callbacks.",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,275 @@
+"""PreciseBN (recalibrated statistics, val_ema/*, untouched training) and the staleness monitor."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from dsrelu_lightning import (
+    BNStalenessMonitor,
+    MetricsHistory,
+    PreciseBN,
+    ResNetClassifier,
+    SlopeScheduler,
+)
+from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.training.bn_stats import batch_norms, recalibrate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _model(activation: str = "dsrelu") -> ResNetClassifier:
+    return ResNetClassifier(10, in_channels=1, stem="cifar", activation=activation)
+
+
+def test_recalibrated_buffers_equal_a_cumulative_average_of_the_batch_statistics() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.BatchNorm2d(3)
+    ).eval()
+    batches = [torch.randn(n, 1, 8, 8) * 3 + 1 for n in (16, 16, 7)]
+    seen: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    reference = copy.deepcopy(model).train()
+    for layer in reference.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.register_forward_pre_hook(
+                lambda m, args: seen.setdefault(m, []).append(
+                    (args[0].mean((0, 2, 3)), args[0].var((0, 2, 3), unbiased=True))
+                )
+            )
+    with torch.no_grad():
+        for batch in batches:
+            reference(batch)
+    assert recalibrate(model, iter(batches)) == 3
+    assert not model.training and not any(m.training for m in model.modules())
+    for layer, stats in zip(
+        [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)], seen.values(), strict=True
+    ):
+        means, variances = zip(*stats, strict=True)
+        torch.testing.assert_close(layer.running_mean, torch.stack(means).mean(0))
+        torch.testing.assert_close(layer.running_var, torch.stack(variances).mean(0))
+        assert int(layer.num_batches_tracked) == 3 and layer.momentum == 0.1
+
+
+def test_the_callback_recalibrates_from_the_epochs_first_training_batches(
+    tiny_trainer_kwargs: dict,
+) -> None:
+    model, data = _model(), DigitsDataModule(batch_size=16)
+    callbacks = [SlopeScheduler(), PreciseBN(enabled=True, num_batches=5, log_ema=False)]
+    trainer = pl.Trainer(max_epochs=1, callbacks=callbacks, **tiny_trainer_kwargs)
+    trainer.fit(model, data)
+    assert "val/acc" in trainer.callback_metrics
+    assert not any(k.startswith("val_ema/") for k in trainer.callback_metrics)
+    # limit_train_batches=2: the recalibration used those 2 batches of epoch 0's order,
+    # with the weights the validation saw (the final ones).
+    sampler = EpochSeededRandomSampler(data.train_dataset, seed=torch.initial_seed())
+    order = list(sampler)
+    batches = [
+        torch.stack([data.train_dataset[i][0] for i in order[k * 16 : (k + 1) * 16]])
+        for k in range(2)
+    ]
+    reference = copy.deepcopy(model)
+    recalibrate(reference, iter(batches))
+    for name, layer in batch_norms(model).items():
+        expected = batch_norms(reference)[name]
+        torch.testing.assert_close(layer.running_mean, expected.running_mean, msg=name)
+        torch.testing.assert_close(layer.running_var, expected.running_var, msg=name)
+
+
+class Recorder(Callback):
+    """Every training batch's inputs, loss and a draw from each RNG; each epoch's val metrics."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, float, float]] = []
+        self.val: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import random
+
+        import numpy as np
+
+        draws = float(torch.rand(())) + float(np.random.rand()) + random.random()
+        self.batches.append((float(batch[0].sum()), float(outputs["loss"]), draws))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.val.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def test_training_is_unchanged_and_val_ema_is_what_the_running_statistics_give(
+    tiny_trainer_kwargs: dict,
+) -> None:
+    def fit(*extra: Callback) -> tuple[Recorder, ResNetClassifier]:
+        pl.seed_everything(7)
+        recorder, model = Recorder(), _model()
+        callbacks = [SlopeScheduler(), *extra, recorder]
+        trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, **tiny_trainer_kwargs)
+        trainer.fit(model, DigitsDataModule(batch_size=16))
+        return recorder, model
+
+    plain, plain_model = fit()
+    precise, precise_model = fit(PreciseBN(enabled=True, num_batches=3))
+    # Same batches, losses and random draws, bit for bit; same final weights.
+    assert precise.batches == plain.batches and len(plain.batches) == 6
+    precise_weights = precise_model.state_dict()
+    for name, weight in plain_model.state_dict().items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(weight, precise_weights[name]), name
+    # val_ema/* of the precise run is exactly the plain run's val/*, every epoch.
+    assert len(precise.val) == 3
+    for ema, val in zip(precise.val, plain.val, strict=True):
+        for metric in ("loss", "acc", "f1", "auroc"):
+            assert ema[f"val_ema/{metric}"] == pytest.approx(val[f"val/{metric}"], abs=1e-5)
+    assert "val_ema/acc" not in plain.val[0]
+
+
+def test_a_checkpoint_holds_the_recalibrated_statistics(
+    tiny_trainer_kwargs: dict, tmp_path: Path
+) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    recorder = Recorder()
+    callbacks = [SlopeScheduler(), PreciseBN(enabled=True), checkpoint, recorder]
+    trainer = pl.Trainer(max_epochs=2, callbacks=callbacks, **tiny_trainer_kwargs)
+    data = DigitsDataModule(batch_size=16)
+    trainer.fit(_model(), data)
+    logged = recorder.val[-1]
+    assert logged["val/acc"] != pytest.approx(logged["val_ema/acc"], abs=1e-6)
+    evaluator = pl.Trainer(**tiny_trainer_kwargs)
+    (result,) = evaluator.validate(_model(), data, ckpt_path=checkpoint.last_model_path)
+    for metric in ("loss", "acc", "f1", "auroc"):
+        assert result[f"val/{metric}"] == pytest.approx(logged[f"val/{metric}"], rel=1e-5)
+    assert not any(key.startswith("val_ema/") for key in result)
+
+
+class _NoBatchNorm(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self.net(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self.log("val/loss", F.cross_entropy(self.net(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_model_without_batchnorm_gets_one_warning(tiny_trainer_kwargs: dict) -> None:
+    trainer = pl.Trainer(max_epochs=2, callbacks=[PreciseBN(enabled=True)], **tiny_trainer_kwargs)
+    with pytest.warns(UserWarning, match="no BatchNorm layer") as caught:
+        trainer.fit(_NoBatchNorm(), DigitsDataModule(batch_size=16))
+    assert sum("no BatchNorm layer" in str(w.message) for w in caught) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_num_batches_below_one_is_refused(bad: int) -> None:
+    with pytest.raises(ConfigurationError, match=f"num_batches must be >= 1, got {bad}"):
+        PreciseBN(enabled=True, num_batches=bad)
+
+
+class _SettledStatistics(Callback):
+    """Start from statistics of the training data (as after many epochs), one BN scaled."""
+
+    def __init__(self, scale: float, layer: str = "model.layer4.0.bn1") -> None:
+        self.scale, self.layer = scale, layer
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        loader = trainer.train_dataloader
+        recalibrate(pl_module, (x for x, _ in loader))
+        for layer in batch_norms(pl_module).values():
+            layer.num_batches_tracked.fill_(1000)
+        batch_norms(pl_module)[self.layer].running_var.mul_(self.scale)
+
+
+def _monitored_fit(kwargs: dict, tmp_path: Path, scale: float) -> list[dict[str, str]]:
+    kwargs = {**kwargs, "logger": CSVLogger(tmp_path, name="run")}
+    callbacks = [
+        _SettledStatistics(scale),
+        PreciseBN(enabled=True, num_batches=2),
+        BNStalenessMonitor(),
+        MetricsHistory(),
+    ]
+    trainer = pl.Trainer(max_epochs=1, callbacks=callbacks, **kwargs)
+    trainer.fit(_model("relu"), DigitsDataModule(batch_size=32))
+    return list(csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open()))
+
+
+def test_stale_ratio_is_about_one_for_fitting_statistics_and_logged_with_val_ema(
+    tiny_trainer_kwargs: dict, tmp_path: Path
+) -> None:
+    (row,) = _monitored_fit(tiny_trainer_kwargs, tmp_path, scale=1.0)
+    assert 0.7 < float(row["bn/stale_ratio"]) < 1.5
+    for metric in ("loss", "acc", "f1", "auroc"):
+        assert row[f"val_ema/{metric}"] != "" and row[f"val/{metric}"] != ""
+
+
+def test_stale_ratio_is_large_for_a_stale_layer_and_warns_naming_it(
+    tiny_trainer_kwargs: dict, tmp_path: Path
+) -> None:
+    kwargs = {**tiny_trainer_kwargs, "logger": CSVLogger(tmp_path, name="run")}
+    callbacks = [_SettledStatistics(100.0), BNStalenessMonitor(), MetricsHistory()]
+    trainer = pl.Trainer(max_epochs=1, callbacks=callbacks, **kwargs)
+    with pytest.warns(UserWarning, match=r"'model.layer4.0.bn1'.*--precise_bn.enabled true"):
+        trainer.fit(_model("relu"), DigitsDataModule(batch_size=32))
+    (row,) = csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open())
+    assert float(row["bn/stale_ratio"]) > 50
+
+
+def test_the_monitor_does_not_change_training(tiny_trainer_kwargs: dict) -> None:
+    def losses(*extra: Callback) -> list[tuple[float, float, float]]:
+        pl.seed_everything(3)
+        recorder = Recorder()
+        trainer = pl.Trainer(max_epochs=1, callbacks=[*extra, recorder], **tiny_trainer_kwargs)
+        trainer.fit(_model("relu"), DigitsDataModule(batch_size=32))
+        return recorder.batches
+
+    assert losses(_SettledStatistics(1.0), BNStalenessMonitor()) == losses(_SettledStatistics(1.0))
+
+
+@pytest.mark.slow
+def test_ddp_ranks_hold_identical_recalibrated_buffers(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DDP_PROBE_DIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
+    }
+    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", "--config"]
+    cmd += [str(ROOT / "configs" / "digits.yaml"), f"--trainer.default_root_dir={tmp_path}"]
+    cmd += [
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--checkpoint.save_last=false",
+        "--checkpoint.save_top_k=0",
+        "--precise_bn.enabled=true",
+        "--precise_bn.num_batches=3",
+        "--trainer.callbacks+=bn_probe.BufferProbe",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"bn_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["buffers"] == ranks[1]["buffers"]
+    # Pooled: each rank recalibrated on its own 3 batches; they hold the average over 6.
+    assert set(ranks[0]["tracked"]) == {6}
+    assert ranks[0]["local"] != ranks[1]["local"]  # the ranks' own averages did differ

@@ -1,0 +1,50 @@
+"""--slope_scheduler.schedule authors_code: the published code's schedule, for ablations."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+from dsrelu_lightning import ResNetClassifier, SlopeScheduler
+from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.activations import dsrelu_modules
+
+
+class _Progress(Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, list[float]]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        layers = dsrelu_modules(pl_module)
+        self.seen.append((trainer.current_epoch, [float(m.progress) for m in layers]))
+
+
+def test_only_the_stem_advances_by_one_over_the_loader_length_per_epoch(
+    tiny_trainer_kwargs: dict,
+) -> None:
+    model = ResNetClassifier(10, in_channels=1, stem="cifar")
+    probe = _Progress()
+    kwargs = {**tiny_trainer_kwargs, "limit_train_batches": 4, "limit_val_batches": 0}
+    callbacks = [SlopeScheduler(schedule="authors_code"), probe]
+    trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, **kwargs)
+    trainer.fit(model, DigitsDataModule(batch_size=32))
+    assert trainer.num_training_batches == 4
+    stem = model.model.relu
+    assert dsrelu_modules(model)[0] is stem
+    for epoch, progress in probe.seen:
+        assert progress[0] == pytest.approx(epoch / 4)
+        assert progress[1:] == [0.0] * 32  # every block's DSReLU stays at t = 0
+    assert sorted({e for e, _ in probe.seen}) == [0, 1, 2]
+    assert float(trainer.callback_metrics["dsrelu/slope"]) == pytest.approx(stem.slope_at(0.5))
+
+
+def test_authors_code_with_step_granularity_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="cannot be combined with"):
+        SlopeScheduler(granularity="step", schedule="authors_code")
+
+
+def test_unknown_schedule_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="'paper' or 'authors_code'"):
+        SlopeScheduler(schedule="fancy")  # type: ignore[arg-type]
