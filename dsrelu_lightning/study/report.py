@@ -29,6 +29,7 @@ from dsrelu_lightning.study.significance import (
     Cells,
     cell_order,
     cell_seed,
+    comparisons,
     config_value,
     group_cells,
     group_datasets,
@@ -37,7 +38,6 @@ from dsrelu_lightning.study.significance import (
     rank_tests,
     resolve_reference,
     stats_section,
-    test_rows,
 )
 from dsrelu_lightning.study.stats import mean_std
 
@@ -358,7 +358,7 @@ def write_report(output: str | Path, reference: str | None = None, all_pairs: bo
     output = Path(output)
     results = load_results(output)
     atomic_write_text(output / SUMMARY_CSV, _csv_text(summary_rows(results)))
-    tests = test_rows(results, reference, all_pairs)
+    tests = comparisons(results, reference, all_pairs)
     atomic_write_text(output / SUMMARY_TESTS_CSV, _csv_text(tests, TEST_COLUMNS))
     figures = write_figures(results, output / FIGURES)
     markdown = render_markdown(results, figures, reference, all_pairs)

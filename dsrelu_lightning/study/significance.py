@@ -7,7 +7,6 @@ folds give r * k pairs. One table (one dataset and metric) is one Holm family.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -23,11 +22,21 @@ __all__ = [
     "ACROSS",
     "TESTED_METRICS",
     "TEST_COLUMNS",
+    "CellKey",
+    "Cells",
+    "cell_order",
     "cell_seed",
+    "comparison_lines",
     "comparison_rows",
+    "comparisons",
+    "config_value",
+    "group_cells",
+    "group_datasets",
+    "key_order",
     "rank_lines",
     "rank_tests",
-    "test_lines",
+    "resolve_reference",
+    "stats_section",
 ]
 
 CellKey = tuple[int | None, int]
@@ -194,7 +203,7 @@ def _p(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
 
 
-def test_lines(rows: Sequence[Mapping[str, Any]], all_pairs: bool) -> list[str]:
+def comparison_lines(rows: Sequence[Mapping[str, Any]], all_pairs: bool) -> list[str]:
     """summary.md's tables of ``comparison_rows``: one per metric, then how to read them."""
     lines: list[str] = []
     header = ["Label", "Reference", "n", "Mean diff", "Corrected t: p [95% CI]", "Holm p"]
@@ -241,12 +250,30 @@ def test_lines(rows: Sequence[Mapping[str, Any]], all_pairs: bool) -> list[str]:
 
 
 def _complete_blocks(cells: Cells, metric: str) -> dict[str, list[float]]:
-    keys = set.intersection(*(set(runs) for runs in cells.values())) if cells else set()
-    keys = {
-        k for k in keys if all(runs[k].value("val", metric) is not None for runs in cells.values())
+    """label -> its val ``metric`` on each (seed, fold) cell that every label has a value for."""
+    keys = [
+        key
+        for key in sorted(set.intersection(*map(set, cells.values())), key=key_order)
+        if all(runs[key].value("val", metric) is not None for runs in cells.values())
+    ]
+    return {
+        label: [float(runs[key].value("val", metric)) for key in keys]  # type: ignore[arg-type]
+        for label, runs in cells.items()
     }
-    ordered = sorted(keys, key=key_order)
-    return {label: [runs[k].value("val", metric) for k in ordered] for label, runs in cells.items()}  # type: ignore[misc]
+
+
+def _dataset_means(datasets: Mapping[str, Cells], metric: str) -> dict[str, list[float]]:
+    """label -> its mean val ``metric`` per dataset, for the labels every dataset has a value of."""
+    means: dict[str, list[float]] = {}
+    for label in next(iter(datasets.values())):
+        per_dataset = []
+        for cells in datasets.values():
+            values = [r.value("val", metric) for r in cells.get(label, {}).values()]
+            present = [v for v in values if v is not None]
+            per_dataset.append(sum(present) / len(present) if present else None)
+        if all(v is not None for v in per_dataset):
+            means[label] = per_dataset  # type: ignore[assignment]
+    return means
 
 
 def rank_tests(datasets: Mapping[str, Cells], metric: str = "acc") -> dict[str, RankTest]:
@@ -259,26 +286,15 @@ def rank_tests(datasets: Mapping[str, Cells], metric: str = "acc") -> dict[str, 
         name: friedman_nemenyi(_complete_blocks(cells, metric)) for name, cells in datasets.items()
     }
     if len(datasets) > 1:
-        shared = set.intersection(*(set(cells) for cells in datasets.values()))
-        means: dict[str, list[float]] = {}
-        for label in sorted(shared, key=list(next(iter(datasets.values()))).index):
-            for cells in datasets.values():
-                values = [
-                    v for r in cells[label].values() if (v := r.value("val", metric)) is not None
-                ]
-                means.setdefault(label, []).append(
-                    sum(values) / len(values) if values else math.nan
-                )
-        complete = {k: v for k, v in means.items() if not any(math.isnan(x) for x in v)}
-        tests[ACROSS] = friedman_nemenyi(complete)
+        tests[ACROSS] = friedman_nemenyi(_dataset_means(datasets, metric))
     return tests
 
 
 def rank_lines(name: str, test: RankTest, unit: str) -> list[str]:
     """summary.md's lines for one rank test: mean ranks, Friedman, Nemenyi pairs apart by > CD."""
-    heading = [f"Friedman test on val acc over {test.blocks} {unit} ({name}): "]
+    heading = f"Friedman test on val acc over {test.blocks} {unit} ({name}): "
     if test.statistic is None:
-        return [heading[0] + f"not run: {test.reason}."]
+        return [heading + f"not run: {test.reason}."]
     ranks = ", ".join(
         f"{label} {rank:.2f}"
         for label, rank in sorted(test.mean_ranks.items(), key=lambda kv: kv[1])
@@ -291,7 +307,7 @@ def rank_lines(name: str, test: RankTest, unit: str) -> list[str]:
         if float(nemenyi.loc[a, b]) < 0.05
     ]
     return [
-        heading[0]
+        heading
         + f"chi2 {test.statistic:.3f}, p {_p(test.pvalue)}. Mean ranks (1 = best): {ranks}. "
         f"Nemenyi critical difference {test.critical_difference:.3f}; pairs apart at 0.05: "
         + (", ".join(apart) if apart else "none")
@@ -311,12 +327,14 @@ def stats_section(
     elif len(cells) < 2:
         lines += ["", f"Only {next(iter(cells))} in this dataset: nothing to compare."]
     else:
-        lines += test_lines(comparison_rows(dataset, cells, reference or "", all_pairs), all_pairs)
+        lines += comparison_lines(
+            comparison_rows(dataset, cells, reference or "", all_pairs), all_pairs
+        )
     ranks = rank_tests({dataset: cells})[dataset]
     return [*lines, "", "### Ranks", "", *rank_lines(dataset, ranks, "(seed, fold) cells")]
 
 
-def test_rows(
+def comparisons(
     results: Sequence[CellResult], reference: str | None = None, all_pairs: bool = False
 ) -> list[dict[str, Any]]:
     """summary_tests.csv: one row per (dataset, metric, label, reference) comparison."""
