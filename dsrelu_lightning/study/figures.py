@@ -132,7 +132,7 @@ def stale_ratio_curves(histories: Mapping[str, Sequence[History]], title: str) -
     return fig
 
 
-def critical_difference_diagram(test: RankTest, title: str) -> Figure | None:
+def critical_difference_diagram(test: RankTest, title: str, unit: str = "blocks") -> Figure | None:
     """scikit-posthocs' critical-difference diagram of a Friedman/Nemenyi test, or None.
 
     Mean ranks on the axis (1 = best); labels Nemenyi cannot tell apart at 0.05 share a bar.
@@ -141,11 +141,15 @@ def critical_difference_diagram(test: RankTest, title: str) -> Figure | None:
         return None
     import scikit_posthocs  # imported here: it loads seaborn and statsmodels
 
-    fig = Figure(figsize=(7, 1.2 + 0.3 * len(test.labels)), layout="constrained")
-    ax = fig.subplots()
+    # The diagram writes "label (rank)" beside the axes, where no layout engine sees it: leave
+    # side margins for the longest one (about 0.09 inch per character at the default size).
+    margin = 0.2 + 0.09 * (max(map(len, test.labels)) + 6)
+    width = 5.0 + 2 * margin
+    fig = Figure(figsize=(width, 1.6 + 0.3 * len(test.labels)))
+    ax = fig.add_axes((margin / width, 0.05, 1 - 2 * margin / width, 0.75))
     scikit_posthocs.critical_difference_diagram(test.mean_ranks, test.nemenyi, ax=ax)
     ax.set_title(
-        f"{title}: mean rank on val acc over {test.blocks} blocks (Friedman p {test.pvalue:.3g}; "
+        f"{title}: mean rank on val acc over {test.blocks} {unit} (Friedman p {test.pvalue:.3g}; "
         f"Nemenyi CD {test.critical_difference:.2f})",
         fontsize="medium",
     )

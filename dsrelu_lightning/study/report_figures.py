@@ -44,13 +44,15 @@ def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list
             "bn_stale_ratio": stale_ratio_curves(histories, dataset),
             "dsrelu_slope": slope_curves(histories, dataset),
             "epoch_time": epoch_time_bars({k: v for k, v in times.items() if v}, dataset),
-            "cd_diagram": critical_difference_diagram(ranks[dataset], dataset),
+            "cd_diagram": critical_difference_diagram(ranks[dataset], dataset, "cells"),
         }
         written[dataset] = [
             save_png(figure, folder / f"{dataset}_{name}.png")
             for name, figure in figures.items()
             if figure is not None
         ]
-    if ACROSS in ranks and (figure := critical_difference_diagram(ranks[ACROSS], ACROSS)):
+    if ACROSS in ranks and (
+        figure := critical_difference_diagram(ranks[ACROSS], ACROSS, "datasets")
+    ):
         written[ACROSS] = [save_png(figure, folder / "all_datasets_cd_diagram.png")]
     return written
