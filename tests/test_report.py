@@ -14,7 +14,8 @@ from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.atomic import atomic_write_json, atomic_write_text
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study.report import write_report
-from dsrelu_lightning.study.stats import paired_tests
+from dsrelu_lightning.study.significance import TEST_COLUMNS
+from dsrelu_lightning.study.stats import compare_paired, holm
 
 LABELS = ("relu", "mish", "dsrelu", "dsrelu_75_30")
 FOLDS = (0, 1, 2, 3, 4)
@@ -29,8 +30,15 @@ def fake_cell(
     rng: np.random.Generator,
     epochs: int = 3,
     status: str = "finished",
+    seed: int | None = None,
+    precise_bn: bool = False,
 ) -> dict:
-    """Write a made-up result.json and epoch_metrics.csv where the benchmark puts them."""
+    """Write a made-up result.json and epoch_metrics.csv where the benchmark puts them.
+
+    With ``seed`` the record carries it and the cell lies in ``seed<s>/fold<k>``; without, the
+    old layout and record: the seed is only in the saved config (42). ``precise_bn`` adds
+    val_ema/acc and bn/stale_ratio to the epoch history.
+    """
     activation = "dsrelu" if label.startswith("dsrelu") else label
     metrics = {
         stage: {
@@ -55,14 +63,24 @@ def fake_cell(
         **metrics,
         "mean_epoch_time_s": float(rng.uniform(1, 2)),
         "wall_time_s": 10.0,
-        "config": {"trainer": {"max_epochs": epochs}, "model": {"lr": 0.001}},
+        "config": {
+            "trainer": {"max_epochs": epochs},
+            "model": {"lr": 0.001},
+            "seed_everything": 42 if seed is None else seed,
+        },
     }
     folder = output / dataset / label / f"fold{fold}"
+    if seed is not None:
+        result["seed"] = seed
+        folder = output / dataset / label / f"seed{seed}" / f"fold{fold}"
     atomic_write_json(folder / "result.json", result)
-    rows = ["epoch,step,dsrelu/slope,val/acc,val/f1,val/loss"]
+    rows = ["epoch,step,dsrelu/slope,val/acc,val/f1,val/loss,val_ema/acc,bn/stale_ratio"]
     for epoch in range(epochs):
         slope = f"{10 - epoch:.1f}" if activation == "dsrelu" else ""
-        rows.append(f"{epoch},{epoch * 2},{slope},{rng.uniform()},{rng.uniform()},{rng.uniform()}")
+        ema = f"{rng.uniform()},{10.0**epoch}" if precise_bn else ","
+        rows.append(
+            f"{epoch},{epoch * 2},{slope},{rng.uniform()},{rng.uniform()},{rng.uniform()},{ema}"
+        )
     atomic_write_text(folder / "epoch_metrics.csv", "\n".join(rows) + "\n")
     return result
 
@@ -155,36 +173,125 @@ def test_test_set_and_epoch_time_tables_equal_the_result_files(grid: tuple[Path,
         assert row[3] == f"{statistics.mean(times) / reference:.3f}"
 
 
-def test_paired_tests_against_dsrelu_equal_the_statistics(grid: tuple[Path, dict]) -> None:
+def read_tests(output: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((output / "summary_tests.csv").open()))
+
+
+def test_summary_tests_csv_equals_the_statistics(grid: tuple[Path, dict]) -> None:
     output, results = grid
-    markdown = section(write_report(output).read_text(), "digits")
-    header, *rows = table(markdown, "### Paired tests")
-    assert header[3] == "Mean diff (label - dsrelu)"
-    assert {row[0] for row in rows} == {"relu", "mish", "dsrelu_75_30"}
-    assert len(rows) == 6  # val acc and val F1 for each
+    write_report(output)
+    header = (output / "summary_tests.csv").read_text().splitlines()[0].split(",")
+    assert header == list(TEST_COLUMNS)
+    assert header[4:18] == [
+        *("n", "mean_diff", "t_corrected", "p_corrected", "ci_low", "ci_high", "p_holm"),
+        *("t_plain", "p_plain", "wilcoxon_p", "bootstrap_ci_low", "bootstrap_ci_high"),
+        *("d_z", "p_improvement"),
+    ]
+    rows = read_tests(output)
+    assert len(rows) == 2 * 3 * 2  # datasets x labels other than dsrelu x (val acc, val F1)
     for row in rows:
-        metric = {"val acc": "acc", "val F1": "f1"}[row[1]]
-        a = [results[("digits", row[0], f)]["val"][metric] for f in FOLDS]
-        b = [results[("digits", "dsrelu", f)]["val"][metric] for f in FOLDS]
-        expected = paired_tests(a, b)
-        assert row[2] == "5"
-        assert row[3] == f"{expected.mean_difference:+.4f}"
-        assert row[4:10] == [
-            f"{expected.t_statistic:.3f}",
-            f"{expected.t_pvalue:.4f}",
-            f"{expected.wilcoxon_statistic:.1f}",
-            f"{expected.wilcoxon_pvalue:.4f}",
-            f"{expected.cohens_d:.3f}",
-            "",
-        ]
+        metric = row["metric"].removeprefix("val_")
+        a = [results[(row["dataset"], row["label"], f)]["val"][metric] for f in FOLDS]
+        b = [results[(row["dataset"], "dsrelu", f)]["val"][metric] for f in FOLDS]
+        expected = compare_paired(a, b, 1 / (5 - 1))  # the fakes' num_folds is 5
+        assert row["reference"] == "dsrelu" and row["n"] == "5"
+        for column in TEST_COLUMNS[5:-1]:
+            if column != "p_holm":
+                assert float(row[column]) == pytest.approx(getattr(expected, column)), column
+    for dataset in ("digits", "cifar100"):
+        for metric in ("val_acc", "val_f1"):
+            family = [r for r in rows if (r["dataset"], r["metric"]) == (dataset, metric)]
+            adjusted = holm([float(r["p_corrected"]) for r in family])
+            assert [float(r["p_holm"]) for r in family] == pytest.approx(adjusted)
+
+
+def test_summary_md_shows_the_tests_of_the_csv(grid: tuple[Path, dict]) -> None:
+    output, _ = grid
+    markdown = section(write_report(output).read_text(), "digits")
+    rows = [r for r in read_tests(output) if r["dataset"] == "digits"]
+    header, *body = table(markdown, "#### val acc")
+    assert header[:6] == [
+        "Label",
+        "Reference",
+        "n",
+        "Mean diff",
+        "Corrected t: p [95% CI]",
+        "Holm p",
+    ]
+    acc = [r for r in rows if r["metric"] == "val_acc"]
+    assert (
+        [line[0] for line in body] == [r["label"] for r in acc] == ["relu", "mish", "dsrelu_75_30"]
+    )
+    for line, row in zip(body, acc, strict=True):
+        assert line[3] == f"{float(row['mean_diff']):+.4f}"
+        assert line[4].startswith(f"{float(row['p_corrected']):.4f} [{float(row['ci_low']):+.4f}, ")
+        assert line[7] == f"{float(row['wilcoxon_p']):.4f} (0.0625)"
+    assert "#### val F1" in markdown and "How to read:" in markdown
+    assert "Friedman test on val acc over 5 (seed, fold) cells (digits): chi2" in markdown
+
+
+def test_cells_pair_by_seed_and_fold(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    results = {
+        (label, seed, fold): fake_cell(tmp_path, "digits", label, fold, rng, seed=seed)
+        for label in ("relu", "dsrelu")
+        for seed in (42, 43)
+        for fold in (0, 1)
+    }
+    markdown = write_report(tmp_path).read_text()
+    rows = read_tests(tmp_path)
+    assert [r["n"] for r in rows] == ["4", "4"]
+    cells = sorted((seed, fold) for seed in (42, 43) for fold in (0, 1))
+    a = [results[("relu", *cell)]["val"]["acc"] for cell in cells]
+    b = [results[("dsrelu", *cell)]["val"]["acc"] for cell in cells]
+    assert float(rows[0]["mean_diff"]) == pytest.approx(compare_paired(a, b, 0.25).mean_diff)
+    assert float(rows[0]["t_corrected"]) == pytest.approx(compare_paired(a, b, 0.25).t_corrected)
+    summary = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert sorted((r["label"], int(r["seed"]), int(r["fold"])) for r in summary) == sorted(results)
+    _, *per_cell = table(section(markdown, "digits"), "### Per fold")
+    assert {line[0] for line in per_cell} >= {"seed 42 fold 0", "seed 43 fold 1"}
+    assert (
+        "Friedman test on val acc over 4 (seed, fold) cells (digits): not run: needs >= 3"
+        in markdown
+    )
+
+
+def test_an_old_result_without_a_seed_reads_it_from_the_saved_config(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    for label in ("relu", "dsrelu"):
+        for fold in (0, 1):
+            fake_cell(tmp_path, "digits", label, fold, rng)  # no "seed" in the record
+    old = tmp_path / "digits" / "relu" / "fold0" / "result.json"
+    assert "seed" not in json.loads(old.read_text())
+    write_report(tmp_path)
+    assert {r["seed"] for r in csv.DictReader((tmp_path / "summary.csv").open())} == {"42"}
+    assert [r["n"] for r in read_tests(tmp_path)] == ["2", "2"]
+    # A new-format cell with the same seed pairs with the old cells of that seed.
+    fake_cell(tmp_path, "digits", "relu", 2, rng, seed=42)
+    fake_cell(tmp_path, "digits", "dsrelu", 2, rng, seed=42)
+    write_report(tmp_path)
+    assert [r["n"] for r in read_tests(tmp_path)] == ["3", "3"]
+
+
+def test_all_pairs_tests_every_pair_in_one_holm_family(grid: tuple[Path, dict]) -> None:
+    output, _ = grid
+    write_report(output, all_pairs=True)
+    rows = [r for r in read_tests(output) if (r["dataset"], r["metric"]) == ("digits", "val_acc")]
+    assert len(rows) == 6  # 4 labels choose 2
+    assert {(r["label"], r["reference"]) for r in rows} >= {
+        ("relu", "mish"),
+        ("dsrelu", "dsrelu_75_30"),
+    }
+    adjusted = holm([float(r["p_corrected"]) for r in rows])
+    assert [float(r["p_holm"]) for r in rows] == pytest.approx(adjusted)
 
 
 def test_reference_option_changes_the_comparison(grid: tuple[Path, dict]) -> None:
     output, _ = grid
     markdown = write_report(output, reference="relu").read_text()
-    header, *rows = table(section(markdown, "digits"), "### Paired tests")
-    assert header[3] == "Mean diff (label - relu)"
+    _, *rows = table(section(markdown, "digits"), "#### val acc")
     assert {row[0] for row in rows} == {"mish", "dsrelu", "dsrelu_75_30"}
+    assert {row[1] for row in rows} == {"relu"}
     markdown = write_report(output, reference="gelu").read_text()
     assert "No label 'gelu' in this dataset: nothing to compare against." in markdown
 
@@ -193,18 +300,36 @@ def test_figures_are_written_per_dataset(grid: tuple[Path, dict]) -> None:
     output, _ = grid
     markdown = write_report(output).read_text()
     for dataset in ("digits", "cifar100"):
-        for name in ("val_curves", "dsrelu_slope", "epoch_time"):
+        for name in ("val_curves", "dsrelu_slope", "epoch_time", "cd_diagram"):
             path = output / "figures" / f"{dataset}_{name}.png"
             assert path.read_bytes().startswith(PNG)
             assert f"](figures/{path.name})" in markdown
+
+
+def test_figures_of_precise_bn_and_across_datasets(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    for dataset in ("digits", "cifar100"):
+        for label in ("relu", "mish", "dsrelu"):
+            for fold in (0, 1, 2):
+                fake_cell(tmp_path, dataset, label, fold, rng, precise_bn=label != "mish")
+    markdown = write_report(tmp_path).read_text()
+    for name in ("digits_val_vs_val_ema", "digits_bn_stale_ratio", "all_datasets_cd_diagram"):
+        assert (tmp_path / "figures" / f"{name}.png").read_bytes().startswith(PNG)
+        assert f"](figures/{name}.png)" in markdown
+    assert "Friedman test on val acc over 2 datasets (all datasets): chi2" in markdown
 
 
 def test_degenerate_grids_state_reasons_instead_of_crashing(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     fake_cell(tmp_path, "digits", "relu", 0, rng)
     fake_cell(tmp_path, "digits", "dsrelu", 0, rng, status="diverged")
+    fake_cell(tmp_path, "digits", "tanh", 0, rng)
     markdown = write_report(tmp_path).read_text()
-    assert "needs >= 2 folds, has 1" in markdown
+    assert "needs >= 2 pairs, has 1" in markdown
+    assert "not run: needs >= 3 labels and >= 2 complete blocks, has 3 and 1" in markdown
+    assert "nan" not in (tmp_path / "summary_tests.csv").read_text().lower()
+    assert not (tmp_path / "figures" / "digits_cd_diagram.png").exists()
+    assert not (tmp_path / "figures" / "digits_val_vs_val_ema.png").exists()
     assert "dsrelu/fold 0: diverged" in markdown
     assert "nan" not in markdown.lower()
     assert not (tmp_path / "figures" / "digits_missing.png").exists()
@@ -217,6 +342,7 @@ def test_a_grid_without_dsrelu_has_no_tests_and_no_slope_figure(tmp_path: Path) 
         fake_cell(tmp_path, "digits", "tanh", fold, rng)
     markdown = write_report(tmp_path).read_text()
     assert "No DSReLU label in this dataset: nothing to compare against." in markdown
+    assert (tmp_path / "summary_tests.csv").read_text().strip() == ",".join(TEST_COLUMNS)
     assert not (tmp_path / "figures" / "digits_dsrelu_slope.png").exists()
     assert (tmp_path / "figures" / "digits_val_curves.png").is_file()
 
@@ -229,7 +355,7 @@ def test_bad_result_folders_raise_configuration_errors(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     fake_cell(tmp_path / "a", "digits", "relu", 0, rng)
     fake_cell(tmp_path / "b", "digits", "relu", 0, rng)
-    with pytest.raises(ConfigurationError, match="are both digits/relu/seed None/fold 0"):
+    with pytest.raises(ConfigurationError, match="are both digits/relu/seed 42/fold 0"):
         write_report(tmp_path)
     (tmp_path / "b" / "digits" / "relu" / "fold0" / "result.json").write_text("{trunc")
     with pytest.raises(ConfigurationError, match="is not a readable benchmark result"):
@@ -239,8 +365,9 @@ def test_bad_result_folders_raise_configuration_errors(tmp_path: Path) -> None:
 
 def test_report_command(grid: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
     output, _ = grid
-    main(["report", "--output", str(output)])
+    main(["report", "--output", str(output), "--reference", "relu", "--all-pairs"])
     assert f"report: {output / 'summary.md'}" in capsys.readouterr().out
+    assert len(read_tests(output)) == 2 * 6 * 2  # datasets x pairs x metrics
     assert json.loads(json.dumps(list(csv.DictReader((output / "summary.csv").open()))))
 
 

@@ -1,4 +1,4 @@
-"""The report's figures: validation curves, the DSReLU slope logged, epoch times.
+"""The report's figures: curves, val vs val_ema, BN staleness, the DSReLU slope, epoch times, CD.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot state), so they
 render headless (Agg) without touching the global backend of a notebook or script.
@@ -15,9 +15,19 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dsrelu_lightning.atomic import atomic_write_bytes
+from dsrelu_lightning.study.ranks import RankTest
 from dsrelu_lightning.study.stats import mean_std
 
-__all__ = ["epoch_time_bars", "fold_band", "save_png", "slope_curves", "validation_curves"]
+__all__ = [
+    "critical_difference_diagram",
+    "ema_curves",
+    "epoch_time_bars",
+    "fold_band",
+    "save_png",
+    "slope_curves",
+    "stale_ratio_curves",
+    "validation_curves",
+]
 
 History = Sequence[Mapping[str, float]]
 """One cell's epoch_metrics.csv rows (epoch, step and every epoch metric)."""
@@ -67,11 +77,88 @@ def validation_curves(histories: Mapping[str, Sequence[History]], title: str) ->
     return fig
 
 
+def _logged(histories: Mapping[str, Sequence[History]], key: str) -> dict[str, Sequence[History]]:
+    return {label: runs for label, runs in histories.items() if fold_band(runs, key)[0].size}
+
+
+def ema_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure | None:
+    """Per label, val/acc (precise BN) beside val_ema/acc (running statistics), or None.
+
+    Only labels whose cells logged ``val_ema/acc`` get a panel: mean over cells, +-1 std band.
+    """
+    logged = _logged(histories, "val_ema/acc")
+    if not logged:
+        return None
+    columns = min(3, len(logged))
+    rows = -(-len(logged) // columns)
+    fig = Figure(figsize=(4.5 * columns, 3.4 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False))
+    for ax, (label, runs) in zip(axes.flat, logged.items(), strict=False):
+        for key, name in (("val/acc", "val/acc"), ("val_ema/acc", "val_ema/acc (EMA BN)")):
+            epochs, mean, std = fold_band(runs, key)
+            (line,) = ax.plot(epochs, mean, marker=".", label=name)
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set(title=label, xlabel="epoch", ylabel="accuracy")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelbottom=True)  # a panel above an empty slot keeps its epoch ticks
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(logged) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize="small")
+    fig.suptitle(f"{title}: validation with recomputed vs running BN statistics (band +-1 std)")
+    return fig
+
+
+def stale_ratio_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure | None:
+    """``bn/stale_ratio`` per epoch and label (mean over cells, log scale); None if not logged."""
+    logged = _logged(histories, "bn/stale_ratio")
+    if not logged:
+        return None
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    for label, runs in logged.items():
+        epochs, mean, _ = fold_band(runs, "bn/stale_ratio")
+        ax.plot(epochs, mean, marker=".", label=label)
+    ax.axhline(1.0, color="grey", linewidth=1, linestyle=":")
+    ax.set(
+        xlabel="epoch",
+        ylabel="largest running / batch variance",
+        yscale="log",
+        title=f"{title}: BN staleness (1 = running statistics up to date)",
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def critical_difference_diagram(test: RankTest, title: str, unit: str = "blocks") -> Figure | None:
+    """scikit-posthocs' critical-difference diagram of a Friedman/Nemenyi test, or None.
+
+    Mean ranks on the axis (1 = best); labels Nemenyi cannot tell apart at 0.05 share a bar.
+    """
+    if test.statistic is None or test.nemenyi is None:
+        return None
+    import scikit_posthocs  # imported here: it loads seaborn and statsmodels
+
+    # The diagram writes "label (rank)" beside the axes, where no layout engine sees it: leave
+    # side margins for the longest one (about 0.09 inch per character at the default size).
+    margin = 0.2 + 0.09 * (max(map(len, test.labels)) + 6)
+    width = 5.0 + 2 * margin
+    fig = Figure(figsize=(width, 1.6 + 0.3 * len(test.labels)))
+    ax = fig.add_axes((margin / width, 0.05, 1 - 2 * margin / width, 0.75))
+    scikit_posthocs.critical_difference_diagram(test.mean_ranks, test.nemenyi, ax=ax)
+    ax.set_title(
+        f"{title}: mean rank on val acc over {test.blocks} {unit} (Friedman p {test.pvalue:.3g}; "
+        f"Nemenyi CD {test.critical_difference:.2f})",
+        fontsize="medium",
+    )
+    return fig
+
+
 def slope_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure | None:
     """The DSReLU slope each labelled run logged per epoch (``dsrelu/slope``), or None."""
-    logged = {
-        label: runs for label, runs in histories.items() if fold_band(runs, "dsrelu/slope")[0].size
-    }
+    logged = _logged(histories, "dsrelu/slope")
     if not logged:
         return None
     fig = Figure(figsize=(6, 4), layout="constrained")

@@ -19,14 +19,27 @@ from typing import Any
 from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study.command_parser import CommandParser
-from dsrelu_lightning.study.figures import (
-    epoch_time_bars,
-    save_png,
-    slope_curves,
-    validation_curves,
-)
 from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS, RESULT_FILE
-from dsrelu_lightning.study.stats import mean_std, paired_tests
+from dsrelu_lightning.study.markdown import markdown_table as _table
+from dsrelu_lightning.study.report_figures import write_figures
+from dsrelu_lightning.study.significance import (
+    ACROSS,
+    TEST_COLUMNS,
+    CellKey,
+    Cells,
+    cell_order,
+    cell_seed,
+    comparisons,
+    config_value,
+    group_cells,
+    group_datasets,
+    key_order,
+    rank_lines,
+    rank_tests,
+    resolve_reference,
+    stats_section,
+)
+from dsrelu_lightning.study.stats import mean_std
 
 __all__ = [
     "CellResult",
@@ -39,10 +52,10 @@ __all__ = [
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
+SUMMARY_TESTS_CSV = "summary_tests.csv"
 FIGURES = "figures"
 HISTORY_FILE = "epoch_metrics.csv"
 METRICS = (("acc", "Acc"), ("f1", "F1"), ("auroc", "AUC"))
-TESTED_METRICS = (("acc", "val acc"), ("f1", "val F1"))
 STAGES = ("train", "val", "test")
 # (label in summary.md's protocol line, key path in the resolved config)
 PROTOCOL = (
@@ -108,11 +121,11 @@ def load_results(output: str | Path) -> list[CellResult]:
     output = Path(output)
     if not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is not a folder of benchmark results")
-    results: dict[tuple[str, str, Any, int], CellResult] = {}
+    results: dict[tuple[str, str, int | None, int], CellResult] = {}
     for path in sorted(output.glob(f"**/{RESULT_FILE}")):
         try:
             result = CellResult(path, json.loads(path.read_text(encoding="utf-8")))
-            key = (result.dataset, result.label, result.seed, result.fold)
+            key = (result.dataset, result.label, cell_seed(result), result.fold)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(
                 f"{path} is not a readable benchmark result ({exc}); delete it and rerun "
@@ -120,8 +133,8 @@ def load_results(output: str | Path) -> list[CellResult]:
             ) from exc
         if key in results:
             raise ConfigurationError(
-                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/seed {key[2]}/"
-                f"fold {key[3]}: "
+                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/"
+                f"{'' if key[2] is None else f'seed {key[2]}/'}fold {key[3]}: "
                 "keep one of them"
             )
         results[key] = result
@@ -129,9 +142,7 @@ def load_results(output: str | Path) -> list[CellResult]:
         raise ConfigurationError(
             f"no {RESULT_FILE} under {str(output)!r}: run the benchmark (or cv) there first"
         )
-    return sorted(
-        results.values(), key=lambda r: (r.dataset, _label_key(r.label), str(r.seed), r.fold)
-    )
+    return sorted(results.values(), key=lambda r: (r.dataset, _label_key(r.label), *cell_order(r)))
 
 
 def _label_key(label: str) -> tuple[int, str]:
@@ -150,6 +161,7 @@ def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
             "label": result.label,
             "activation": data.get("activation"),
             "activation_args": json.dumps(data.get("activation_args"), sort_keys=True),
+            "seed": cell_seed(result),
             "fold": result.fold,
             "status": data.get("status"),
             "best_epoch": data.get("best_epoch"),
@@ -164,9 +176,11 @@ def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV text of ``rows`` (columns: ``columns``, else the first row's keys); None is empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    fieldnames = list(columns if columns is not None else rows[0])
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -183,43 +197,15 @@ def _fmt_mean_std(values: Sequence[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {_fmt(std, digits)}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def _config_value(result: CellResult, path: Sequence[str]) -> Any:
-    value: Any = result.data.get("config") or {}
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
-
-
 def _plain(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _reference(results: Sequence[CellResult], wanted: str | None) -> str | None:
-    labels = {r.label: r for r in results}
-    if wanted is not None:
-        return wanted if wanted in labels else None
-    if "dsrelu" in labels:
-        return "dsrelu"
-    return next(
-        (label for label, r in labels.items() if r.data.get("activation") == "dsrelu"), None
-    )
-
-
-def _by_label(results: Sequence[CellResult]) -> dict[str, dict[int, CellResult]]:
-    table: dict[str, dict[int, CellResult]] = {}
-    for result in results:
-        table.setdefault(result.label, {})[result.fold] = result
-    return table
-
-
-def _dataset_section(dataset: str, results: Sequence[CellResult], wanted: str | None) -> list[str]:
-    cells = _by_label(results)
-    reference = _reference(results, wanted)
+def _dataset_section(
+    dataset: str, results: Sequence[CellResult], wanted: str | None, all_pairs: bool
+) -> list[str]:
+    cells = group_cells(results)
+    reference = resolve_reference(results, wanted)
     return [
         f"## {dataset}",
         "",
@@ -228,16 +214,16 @@ def _dataset_section(dataset: str, results: Sequence[CellResult], wanted: str | 
         *_fold_table_lines(cells),
         *_test_lines(cells),
         *_time_lines(cells, reference),
-        *_stats_lines(cells, reference, wanted),
+        *stats_section(dataset, cells, reference, wanted, all_pairs),
         *_status_lines(results),
     ]
 
 
-def _activation_lines(cells: Mapping[str, Mapping[int, CellResult]]) -> list[str]:
+def _activation_lines(cells: Cells) -> list[str]:
     rows = []
     for label, runs in cells.items():
         first = next(iter(runs.values())).data
-        folds = ", ".join(str(f) for f in sorted(runs))
+        folds = ", ".join(str(f) for f in sorted({fold for _, fold in runs}))
         overrides = first.get("overrides") or {}
         settings = ", ".join(f"{key}={_plain(value)}" for key, value in sorted(overrides.items()))
         rows.append(
@@ -253,26 +239,37 @@ def _activation_lines(cells: Mapping[str, Mapping[int, CellResult]]) -> list[str
     return ["### Activations", "", *_table(header, rows)]
 
 
-def _fold_table_lines(cells: Mapping[str, Mapping[int, CellResult]]) -> list[str]:
-    """The paper's Tables I-III layout: Train/Val Acc, F1, AUC per fold, then mean ± std."""
+def _key_text(key: CellKey, several_seeds: bool) -> str:
+    seed, fold = key
+    return f"seed {seed} fold {fold}" if several_seeds else str(fold)
+
+
+def _fold_table_lines(cells: Cells) -> list[str]:
+    """The paper's Tables I-III layout: Train/Val Acc, F1, AUC per fold, then mean ± std.
+
+    With several seeds the first column names the cell as ``seed S fold K``.
+    """
     labels = list(cells)
-    folds = sorted({fold for runs in cells.values() for fold in runs})
+    keys = sorted({key for runs in cells.values() for key in runs}, key=key_order)
+    several_seeds = len({seed for seed, _ in keys}) > 1
     body = []
-    for fold in folds:
+    for key in keys:
         for metric, title in METRICS:
             for stage in ("train", "val"):
-                runs = [cells[label].get(fold) for label in labels]
+                runs = [cells[label].get(key) for label in labels]
                 values = [_fmt(r.value(stage, metric) if r else None) for r in runs]
-                body.append([str(fold), f"{stage.title()} {title}", *values])
+                body.append([_key_text(key, several_seeds), f"{stage.title()} {title}", *values])
     for metric, title in METRICS:
         for stage in ("train", "val"):
             summaries = [_fmt_mean_std(_values(cells[label], stage, metric)) for label in labels]
             body.append(["mean ± std", f"{stage.title()} {title}", *summaries])
     heading = "### Per fold, best epoch by val/loss (layout of the paper's Tables I-III)"
+    if several_seeds:
+        heading += "; mean ± std over every (seed, fold) cell"
     return ["", heading, "", *_table(["Fold", "Metric", *labels], body)]
 
 
-def _test_lines(cells: Mapping[str, Mapping[int, CellResult]]) -> list[str]:
+def _test_lines(cells: Cells) -> list[str]:
     if not any(
         r.value("test", "acc") is not None for runs in cells.values() for r in runs.values()
     ):
@@ -282,24 +279,24 @@ def _test_lines(cells: Mapping[str, Mapping[int, CellResult]]) -> list[str]:
         + [_fmt_mean_std(_values(runs, "test", metric)) for runs in cells.values()]
         for metric, title in METRICS
     ]
-    heading = "### Test set (each fold's best checkpoint), mean ± std over folds"
+    heading = "### Test set (each cell's best checkpoint), mean ± std over cells"
     return ["", heading, "", *_table(["Metric", *cells], rows)]
 
 
-def _values(cells: Mapping[int, CellResult], stage: str, metric: str) -> list[float]:
-    values = (cells[fold].value(stage, metric) for fold in sorted(cells))
+def _values(cells: Mapping[CellKey, CellResult], stage: str, metric: str) -> list[float]:
+    values = (cells[key].value(stage, metric) for key in sorted(cells, key=key_order))
     return [v for v in values if v is not None]
 
 
 def _protocol_lines(results: Sequence[CellResult]) -> list[str]:
     parts = []
     for name, path in PROTOCOL:
-        seen = sorted({_plain(_config_value(r, path)) for r in results})
+        seen = sorted({_plain(config_value(r, *path)) for r in results})
         parts.append(f"{name} {seen[0] if len(seen) == 1 else 'mixed: ' + ', '.join(seen)}")
     return [f"Protocol (from the cells' resolved configs): {'; '.join(parts)}.", ""]
 
 
-def _time_lines(cells: Mapping[str, Mapping[int, CellResult]], reference: str | None) -> list[str]:
+def _time_lines(cells: Cells, reference: str | None) -> list[str]:
     def times(label: str) -> list[float]:
         values = (r.data.get("mean_epoch_time_s") for r in cells[label].values())
         return [float(v) for v in values if v is not None]
@@ -313,62 +310,12 @@ def _time_lines(cells: Mapping[str, Mapping[int, CellResult]], reference: str | 
         rows.append([label, _fmt_mean_std(times(label), 3), _fmt(mean_std(epochs)[0], 1), ratio])
     return [
         "",
-        "### Mean epoch time (Table IV analogue), seconds, mean ± std over folds",
+        "### Mean epoch time (Table IV analogue), seconds, mean ± std over cells",
         "",
         *_table(
             ["Label", "Mean epoch time (s)", "Epochs run (mean)", f"Time / {reference or '—'}"],
             rows,
         ),
-    ]
-
-
-def _stats_lines(
-    cells: Mapping[str, Mapping[int, CellResult]], reference: str | None, wanted: str | None
-) -> list[str]:
-    lines = ["", f"### Paired tests over folds against {reference or 'DSReLU'}", ""]
-    if reference is None:
-        missing = f"label {wanted!r}" if wanted else "DSReLU label"
-        return [*lines, f"No {missing} in this dataset: nothing to compare against."]
-    rows = []
-    for label in cells:
-        if label == reference:
-            continue
-        for metric, title in TESTED_METRICS:
-            folds = [
-                f
-                for f in sorted(set(cells[label]) & set(cells[reference]))
-                if cells[label][f].value("val", metric) is not None
-                and cells[reference][f].value("val", metric) is not None
-            ]
-            a = [cells[label][f].value("val", metric) for f in folds]
-            b = [cells[reference][f].value("val", metric) for f in folds]
-            test = paired_tests(a, b)  # type: ignore[arg-type]
-            rows.append(
-                [
-                    label,
-                    title,
-                    str(test.n),
-                    "—" if test.mean_difference is None else f"{test.mean_difference:+.4f}",
-                    _fmt(test.t_statistic, 3),
-                    _fmt(test.t_pvalue, 4),
-                    _fmt(test.wilcoxon_statistic, 1),
-                    _fmt(test.wilcoxon_pvalue, 4),
-                    _fmt(test.cohens_d, 3),
-                    test.note,
-                ]
-            )
-    if not rows:
-        return [*lines, f"Only {reference} in this dataset: nothing to compare."]
-    header = ["Label", "Metric", "Folds", f"Mean diff (label - {reference})", "t", "p (t)"]
-    header += ["Wilcoxon W", "p (W)", "Cohen's d", "Note"]
-    return [
-        *lines,
-        *_table(header, rows),
-        "",
-        f"Two-sided tests over the folds both labels have. A positive difference or d means "
-        f"the label scored higher than {reference}. Cohen's d is the paired d_z = mean(diff) / "
-        "sd(diff). With 5 folds the exact Wilcoxon test cannot reach p < 0.0625, and no "
-        "correction for multiple comparisons is applied.",
     ]
 
 
@@ -384,59 +331,42 @@ def _status_lines(results: Sequence[CellResult]) -> list[str]:
 
 
 def render_markdown(
-    results: Sequence[CellResult], figures: Mapping[str, Sequence[Path]], reference: str | None
+    results: Sequence[CellResult],
+    figures: Mapping[str, Sequence[Path]],
+    reference: str | None,
+    all_pairs: bool = False,
 ) -> str:
     """summary.md: per dataset the tables, the tests and links to its figures."""
     lines = [
         "# Benchmark summary",
         "",
         f"{len(results)} cells. Each value is the cell's best epoch by val/loss (its "
-        "result.json); mean ± std is over folds (sample std, ddof 1).",
+        "result.json); mean ± std is over (seed, fold) cells (sample std, ddof 1).",
         "",
     ]
-    for dataset in sorted({r.dataset for r in results}):
-        lines += _dataset_section(dataset, [r for r in results if r.dataset == dataset], reference)
+    datasets = sorted({r.dataset for r in results})
+    for dataset in datasets:
+        subset = [r for r in results if r.dataset == dataset]
+        lines += _dataset_section(dataset, subset, reference, all_pairs)
         if figures.get(dataset):
             lines += ["### Figures", ""]
             lines += [f"![{path.stem}]({FIGURES}/{path.name})" for path in figures[dataset]]
             lines.append("")
+    if len(datasets) > 1:
+        across = rank_tests(group_datasets(results))[ACROSS]
+        lines += [f"## {ACROSS}", "", *rank_lines(ACROSS, across, "datasets"), ""]
+        lines += [f"![{path.stem}]({FIGURES}/{path.name})" for path in figures.get(ACROSS, [])]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list[Path]]:
-    """Each dataset's validation curves, DSReLU slope and epoch-time bars as PNG files."""
-    written: dict[str, list[Path]] = {}
-    for dataset in sorted({r.dataset for r in results}):
-        cells = _by_label([r for r in results if r.dataset == dataset])
-        histories = {label: [r.history for r in runs.values()] for label, runs in cells.items()}
-        times = {
-            label: [
-                float(r.data["mean_epoch_time_s"])
-                for r in runs.values()
-                if r.data.get("mean_epoch_time_s") is not None
-            ]
-            for label, runs in cells.items()
-        }
-        figures = {
-            "val_curves": validation_curves(histories, dataset),
-            "dsrelu_slope": slope_curves(histories, dataset),
-            "epoch_time": epoch_time_bars({k: v for k, v in times.items() if v}, dataset),
-        }
-        written[dataset] = [
-            save_png(figure, folder / f"{dataset}_{name}.png")
-            for name, figure in figures.items()
-            if figure is not None
-        ]
-    return written
-
-
-def write_report(output: str | Path, reference: str | None = None) -> Path:
-    """Merge every result under ``output`` into summary.csv, summary.md and figures/.
+def write_report(output: str | Path, reference: str | None = None, all_pairs: bool = False) -> Path:
+    """Merge every result under ``output`` into summary{,_tests}.csv, summary.md and figures/.
 
     Args:
         output: a benchmark's output folder (all shards' cells lie under it).
         reference: the label the paired tests compare against (default: ``dsrelu``, else
             the first label whose activation is DSReLU).
+        all_pairs: test every pair of labels, not only each label against the reference.
 
     Returns:
         The path of summary.md.
@@ -444,17 +374,26 @@ def write_report(output: str | Path, reference: str | None = None) -> Path:
     output = Path(output)
     results = load_results(output)
     atomic_write_text(output / SUMMARY_CSV, _csv_text(summary_rows(results)))
+    tests = comparisons(results, reference, all_pairs)
+    atomic_write_text(output / SUMMARY_TESTS_CSV, _csv_text(tests, TEST_COLUMNS))
     figures = write_figures(results, output / FIGURES)
-    return atomic_write_text(output / SUMMARY_MD, render_markdown(results, figures, reference))
+    markdown = render_markdown(results, figures, reference, all_pairs)
+    return atomic_write_text(output / SUMMARY_MD, markdown)
 
 
 def report_main(argv: Sequence[str]) -> None:
     """``python -m dsrelu_lightning report``: the report of a benchmark's output folder."""
     parser = CommandParser(
         prog="python -m dsrelu_lightning report",
-        description="Merge a benchmark's result.json files into summary.csv, summary.md, figures/.",
+        description="Merge a benchmark's result.json files into summary.csv, summary_tests.csv, "
+        "summary.md, figures/.",
     )
     parser.add_argument("--output", required=True, help="the benchmark's output folder")
     parser.add_argument("--reference", help="label the paired tests compare against (dsrelu)")
+    parser.add_argument(
+        "--all-pairs",
+        action="store_true",
+        help="also test every pair of labels, not only vs --reference",
+    )
     args = parser.parse_args(list(argv))
-    print(f"report: {write_report(args.output, args.reference)}")
+    print(f"report: {write_report(args.output, args.reference, args.all_pairs)}")

@@ -1,0 +1,58 @@
+"""The report's figures/: every dataset's plots from its cells, and the CD diagrams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsrelu_lightning.study.figures import (
+    critical_difference_diagram,
+    ema_curves,
+    epoch_time_bars,
+    save_png,
+    slope_curves,
+    stale_ratio_curves,
+    validation_curves,
+)
+from dsrelu_lightning.study.significance import ACROSS, group_datasets, rank_tests
+
+if TYPE_CHECKING:
+    from dsrelu_lightning.study.report import CellResult
+
+__all__ = ["write_figures"]
+
+
+def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list[Path]]:
+    """Each dataset's curves, val vs val_ema, BN staleness, slope, epoch times, CD diagram."""
+    written: dict[str, list[Path]] = {}
+    datasets = group_datasets(results)
+    ranks = rank_tests(datasets)
+    for dataset, cells in datasets.items():
+        histories = {label: [r.history for r in runs.values()] for label, runs in cells.items()}
+        times = {
+            label: [
+                float(r.data["mean_epoch_time_s"])
+                for r in runs.values()
+                if r.data.get("mean_epoch_time_s") is not None
+            ]
+            for label, runs in cells.items()
+        }
+        figures = {
+            "val_curves": validation_curves(histories, dataset),
+            "val_vs_val_ema": ema_curves(histories, dataset),
+            "bn_stale_ratio": stale_ratio_curves(histories, dataset),
+            "dsrelu_slope": slope_curves(histories, dataset),
+            "epoch_time": epoch_time_bars({k: v for k, v in times.items() if v}, dataset),
+            "cd_diagram": critical_difference_diagram(ranks[dataset], dataset, "cells"),
+        }
+        written[dataset] = [
+            save_png(figure, folder / f"{dataset}_{name}.png")
+            for name, figure in figures.items()
+            if figure is not None
+        ]
+    if ACROSS in ranks and (
+        figure := critical_difference_diagram(ranks[ACROSS], ACROSS, "datasets")
+    ):
+        written[ACROSS] = [save_png(figure, folder / "all_datasets_cd_diagram.png")]
+    return written
