@@ -244,12 +244,12 @@ class DSReLUCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """Print where the run is, its best and last epochs, and what to run next."""
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if not self.trainer.is_global_zero:
             return
-        log_dir = self.trainer.log_dir
         config = Path(log_dir) / "config.yaml" if log_dir else None
         config_path = str(config) if config is not None and config.is_file() else None
-        print(fit_summary(self.trainer, config_path), flush=True)
+        print(fit_summary(self.trainer, log_dir, config_path), flush=True)
 
     def _before_evaluation(self) -> None:
         # Results go beside the checkpoint's run (<run>/eval/<checkpoint>/), not into a new

@@ -28,15 +28,16 @@ def _best_row(rows: list[dict[str, float]], monitor: str | None, mode: str) -> d
     return pick(scored, key=lambda r: r[monitor])
 
 
-def fit_summary(trainer: pl.Trainer, config_path: str | None = None) -> str:
+def fit_summary(trainer: pl.Trainer, log_dir: str | None, config_path: str | None = None) -> str:
     """The end-of-fit summary for ``trainer`` (call on rank 0 after ``trainer.fit``).
 
     Names the run folder, the best and the last epoch with their ``val/*`` and
     ``val_ema/*`` metrics (from :class:`MetricsHistory`), the checkpoints that exist
     on disk, and the commands to resume, to test the best checkpoint and to open
-    TensorBoard. ``config_path`` is the run's saved config, used in those commands.
+    TensorBoard. ``log_dir`` is ``trainer.log_dir`` (a collective under DDP: ask for it on
+    every rank); ``config_path`` is the run's saved config, used in those commands.
     """
-    lines = [f"Run folder: {trainer.log_dir}"]
+    lines = [f"Run folder: {log_dir}"]
     history = next((cb for cb in trainer.callbacks if isinstance(cb, MetricsHistory)), None)
     rows = history.rows if history is not None else []
     checkpoint = trainer.checkpoint_callback
