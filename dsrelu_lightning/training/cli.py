@@ -51,7 +51,9 @@ class DSReLUCLI(LightningCLI):
     ``last.ckpt`` under ``trainer.default_root_dir`` of a run with the same model and data
     config; a checkpoint is checked for corruption and for fitting the data, the output
     folders for write access (and free space when fitting), and an unset max_epochs is
-    refused while DSReLU's per-epoch schedule needs it.
+    refused while DSReLU's per-epoch schedule needs it. ``validate``/``test``/``predict``
+    need ``--ckpt_path`` (``untrained`` asks for fresh weights) and write their metrics
+    and predictions to ``<run>/eval/<checkpoint>/``; ``fit`` ends with a summary.
     """
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -165,7 +167,8 @@ class DSReLUCLI(LightningCLI):
                 continue
             difference = config_difference(saved, current, sections=("model", "data"))
             if difference is None:
-                rank_zero_info(f"Resuming from {candidate}")
+                verb = "Resuming from" if subcommand == "fit" else "Evaluating"
+                rank_zero_info(f"{verb} {candidate}")
                 return candidate
             differences.append(f"{candidate}: {difference}")
         raise ConfigurationError(
