@@ -220,6 +220,9 @@ def test_default_callbacks_match_the_cli_and_write_epoch_metrics(
     trainer = pl.Trainer(**kwargs, callbacks=default_callbacks())
     model = ResNetClassifier(num_classes=10, in_channels=1, stem="cifar")
     trainer.fit(model, datamodule=DigitsDataModule(data_dir=str(tmp_path / "data"), batch_size=32))
+    # The progress bar's postfix: the training loss and the last validation accuracy.
+    assert {"train/loss", "val/acc"} <= set(trainer.progress_bar_metrics)
+    assert "val/f1" not in trainer.progress_bar_metrics
     rows = list(csv.DictReader((tmp_path / "epoch_metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["0"] and "val/loss" in rows[0]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
