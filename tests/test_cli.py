@@ -34,9 +34,15 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 def test_fast_dev_run_as_a_user_types_it(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", "--config", CONFIG]
     cmd += ["--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)]
+    # save_top_k 0 makes the project warn (last.ckpt only at the end): its warnings stay.
+    cmd += ["--checkpoint.save_top_k", "0"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+    assert "--checkpoint.save_top_k 0: Lightning then writes last.ckpt" in done.stderr
+    noise = ["litlogger", "isinstance(treespec, LeafSpec)", "No CUDA runtime is found"]
+    noise.append("LightningCLI's args parameter")
+    assert not [n for n in noise if n in done.stderr], done.stderr[-2000:]
 
 
 def test_fit_logs_metrics_slope_and_time_to_tensorboard(
@@ -70,7 +76,10 @@ def test_fit_logs_metrics_slope_and_time_to_tensorboard(
         *QUICK[1:],
     )
     assert code == 0, err
-    assert (evaluation_root / "lightning_logs").is_dir()
+    # The evaluation writes beside the checkpoint's run, not under its own root.
+    assert (run_dir / "eval" / "last" / "validate_metrics.json").is_file()
+    assert not (evaluation_root / "lightning_logs").exists()
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == [run_dir.name]
 
 
 def test_overrides_reach_the_model_and_data(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
 from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
+from dsrelu_lightning.training.defaults import default_callbacks
 from dsrelu_lightning.training.module import ResNetClassifier
 from dsrelu_lightning.training.precise_bn import PreciseBN
 from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
@@ -14,4 +15,5 @@ __all__ = [
     "PreciseBN",
     "ResNetClassifier",
     "SlopeScheduler",
+    "default_callbacks",
 ]

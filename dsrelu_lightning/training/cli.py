@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,17 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from dsrelu_lightning.data.kfold import KFoldDataModule
-from dsrelu_lightning.errors import ConfigurationError, UserFacingError
+from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import dsrelu_modules
 from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
 from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
+from dsrelu_lightning.training.cli_help import ShortHelpFormatter, activation_help, suggest_key
+from dsrelu_lightning.training.defaults import CHECKPOINT_DEFAULTS, EARLY_STOPPING_DEFAULTS
+from dsrelu_lightning.training.evaluation import UNTRAINED, prepare_evaluation, write_metrics
+from dsrelu_lightning.training.fit_summary import fit_summary
 from dsrelu_lightning.training.module import ResNetClassifier
 from dsrelu_lightning.training.precise_bn import PreciseBN
+from dsrelu_lightning.training.prediction_writer import PredictionWriter
 from dsrelu_lightning.training.preflight import (
     check_checkpoint,
     check_output_dir,
@@ -29,10 +34,13 @@ from dsrelu_lightning.training.preflight import (
     run_config,
 )
 from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
+from dsrelu_lightning.training.user_errors import report_user_errors
 
 __all__ = ["DSReLUCLI", "build_cli", "main", "report_user_errors"]
 
-DEBUG_ENV = "DSRELU_LIGHTNING_DEBUG"
+PROG = "python -m dsrelu_lightning"
+EVALUATIONS = ("validate", "test", "predict")
+"""Subcommands that evaluate a checkpoint: refused without --ckpt_path."""
 
 
 class DSReLUCLI(LightningCLI):
@@ -45,24 +53,51 @@ class DSReLUCLI(LightningCLI):
     ``last.ckpt`` under ``trainer.default_root_dir`` of a run with the same model and data
     config; a checkpoint is checked for corruption and for fitting the data, the output
     folders for write access (and free space when fitting), and an unset max_epochs is
-    refused while DSReLU's per-epoch schedule needs it.
+    refused while DSReLU's per-epoch schedule needs it. ``validate``/``test``/``predict``
+    need ``--ckpt_path`` (``untrained`` asks for fresh weights) and write their metrics
+    and predictions to ``<run>/eval/<checkpoint>/``; ``fit`` ends with a summary.
     """
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Lightning's core arguments, with ``--model.activation`` a registered name.
+
+        Python callers may pass a class or a callable; on the command line the type hint
+        would make jsonargparse list every ``nn.Module`` subclass in the help.
+        """
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
+        parser.set_defaults({f"trainer.{k}": v for k, v in defaults.items()})
+        parser.add_class_arguments(
+            self._model_class,
+            "model",
+            fail_untyped=False,
+            sub_configs=True,
+            skip={"activation"},
+        )
+        default = inspect.signature(self._model_class).parameters["activation"].default
+        parser.groups["model"].add_argument(
+            "--model.activation", type=str, default=default, help=activation_help()
+        )
+        if self.datamodule_class is not None:
+            parser.add_lightning_class_args(
+                self._datamodule_class, "data", subclass_mode=self.subclass_mode_data
+            )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as LightningCLI does; an unknown key names the closest valid one."""
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as exc:
+            raise suggest_key(exc, parser, args) from exc
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
         parser.add_lightning_class_args(SlopeScheduler, "slope_scheduler")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 15})
+        parser.set_defaults({f"early_stopping.{k}": v for k, v in EARLY_STOPPING_DEFAULTS.items()})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/loss",
-                "checkpoint.save_last": True,
-                "checkpoint.filename": "best-{epoch:03d}",
-                "checkpoint.auto_insert_metric_name": False,
-            }
-        )
+        parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
         # EpochTimer logs time/epoch_s before MetricsHistory records the epoch.
         parser.add_lightning_class_args(EpochTimer, "epoch_timer")
         parser.add_lightning_class_args(MetricsHistory, "metrics_history")
@@ -78,13 +113,44 @@ class DSReLUCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
-        if ckpt_path == "last":
+        self._evaluated: str | None = None
+        if subcommand in EVALUATIONS:
+            ckpt_path = config["ckpt_path"] = self._evaluation_checkpoint(subcommand, config)
+            self._evaluated = ckpt_path
+        elif ckpt_path == "last":
             found = self._resumable_checkpoint(subcommand, config)
             config["ckpt_path"] = None if found is None else str(found)
             ckpt_path = config["ckpt_path"]
         if ckpt_path not in (None, "best", "hpc", "registry") and "://" not in str(ckpt_path):
             self._checkpoint_hparams = check_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
+
+    def _evaluation_checkpoint(self, subcommand: str, config: Any) -> str | None:
+        """The checkpoint an evaluation uses: required, unless ``untrained`` is asked for."""
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is None:
+            raise ConfigurationError(
+                f"{subcommand} needs trained weights: pass --ckpt_path FILE (a run's "
+                "checkpoints/best-NNN.ckpt or last.ckpt), --ckpt_path last (the newest run of "
+                f"this config under trainer.default_root_dir), or --ckpt_path {UNTRAINED} to "
+                "evaluate freshly initialised weights on purpose"
+            )
+        if ckpt_path == UNTRAINED:
+            return None
+        if ckpt_path == "best":
+            raise ConfigurationError(
+                "--ckpt_path best only exists inside fit; pass the file, e.g. "
+                "<run>/checkpoints/best-NNN.ckpt"
+            )
+        if ckpt_path == "last":
+            root = config.get("trainer.default_root_dir") or os.getcwd()
+            if not last_checkpoints(root):
+                raise ConfigurationError(
+                    f"--ckpt_path last: no last.ckpt under {root!r}; pass --ckpt_path FILE "
+                    "or the --trainer.default_root_dir of the fit"
+                )
+            return str(self._resumable_checkpoint(subcommand, config))
+        return str(ckpt_path)
 
     def _resumable_checkpoint(self, subcommand: str, config: Any) -> Path | None:
         """The newest ``last.ckpt`` under the root folder of a run with this model and data.
@@ -106,7 +172,8 @@ class DSReLUCLI(LightningCLI):
                 continue
             difference = config_difference(saved, current, sections=("model", "data"))
             if difference is None:
-                rank_zero_info(f"Resuming from {candidate}")
+                verb = "Resuming from" if subcommand == "fit" else "Evaluating"
+                rank_zero_info(f"{verb} {candidate}")
                 return candidate
             differences.append(f"{candidate}: {difference}")
         raise ConfigurationError(
@@ -183,11 +250,69 @@ class DSReLUCLI(LightningCLI):
             total += copies * param_bytes * (1 if getattr(callback, "save_weights_only", 0) else 3)
         return total
 
+    def after_fit(self) -> None:
+        """Print where the run is, its best and last epochs, and what to run next."""
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if not self.trainer.is_global_zero:
+            return
+        config = Path(log_dir) / "config.yaml" if log_dir else None
+        config_path = str(config) if config is not None and config.is_file() else None
+        print(fit_summary(self.trainer, log_dir, config_path), flush=True)
+
     def _before_evaluation(self) -> None:
+        # Results go beside the checkpoint's run (<run>/eval/<checkpoint>/), not into a new
+        # version_N folder: no loggers, no second config.yaml.
         self._check_checkpoint_fits_data()
         self._check_output_folders()
+        self._output_dir = prepare_evaluation(self.trainer, self._evaluated)
 
-    before_validate = before_test = before_predict = _before_evaluation
+    before_validate = before_test = _before_evaluation
+
+    def before_predict(self) -> None:
+        """Check as other evaluations do, and write the probabilities to predictions.csv."""
+        self._before_evaluation()
+        self.trainer.callbacks.append(PredictionWriter(self._output_dir / "predictions.csv"))
+
+    def _after_evaluation(self, stage: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        subcommand = str(self.subcommand)
+        config = self.config.get(subcommand)
+        dumped = yaml.safe_load(self._parser(subcommand).dump(config, skip_validation=True))
+        path = self._output_dir / f"{subcommand}_metrics.json"
+        write_metrics(path, stage, self.trainer, self._evaluated, dumped.get("data"))
+        print(f"Metrics written to {path}", flush=True)
+
+    def after_validate(self) -> None:
+        """Write ``val/*`` to ``<run>/eval/<checkpoint>/validate_metrics.json``."""
+        self._after_evaluation("val")
+
+    def after_test(self) -> None:
+        """Write ``test/*`` to ``<run>/eval/<checkpoint>/test_metrics.json``."""
+        self._after_evaluation("test")
+
+    def after_predict(self) -> None:
+        """Say where the predictions went."""
+        if self.trainer.is_global_zero:
+            writer = next(cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter))
+            print(f"Predictions written to {writer.written}", flush=True)
+
+
+def _subcommand_help(name: str) -> dict[str, str]:
+    """Usage line and epilog of a subcommand's ``--help``."""
+    usage = f"{PROG} {name} [-h] [-c CONFIG] [--print_config] [--KEY VALUE ...]"
+    if name == "fit":
+        epilog = (
+            "--ckpt_path FILE resumes from a checkpoint, --ckpt_path last from this "
+            "config's newest last.ckpt."
+        )
+    else:
+        epilog = (
+            f"{name} needs --ckpt_path FILE or last (this config's newest last.ckpt), or "
+            f"--ckpt_path {UNTRAINED} for freshly initialised weights; results go to "
+            "<run>/eval/<checkpoint>/."
+        )
+    return {"usage": usage, "epilog": epilog}
 
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> DSReLUCLI:
@@ -196,75 +321,18 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> DSReLUCLI:
     Parse errors raise ``argparse.ArgumentError`` instead of printing the whole usage,
     so that :func:`main` can report them as one line.
     """
-    quiet = {"exit_on_error": False}
+    quiet = {"exit_on_error": False, "formatter_class": ShortHelpFormatter}
+    subcommands = {name: {**quiet, **_subcommand_help(name)} for name in DSReLUCLI.subcommands()}
     return DSReLUCLI(
         ResNetClassifier,
         KFoldDataModule,
         subclass_mode_data=True,
         seed_everything_default=42,
-        parser_kwargs={**quiet, **{name: dict(quiet) for name in DSReLUCLI.subcommands()}},
+        parser_kwargs={**quiet, "prog": PROG, **subcommands},
         args=list(args) if args is not None else None,
         run=run,
         auto_configure_optimizers=False,
     )
-
-
-def user_error_message(exc: BaseException) -> str | None:
-    """The one-line message for a user error anywhere in ``exc``'s chain, else None.
-
-    jsonargparse wraps errors raised while instantiating classes, so the
-    UserFacingError may sit in ``__cause__``/``__context__``.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, UserFacingError):
-            return str(current)
-        current = current.__cause__ or current.__context__
-    if isinstance(exc, argparse.ArgumentError):
-        return f"{_summarise_parse_error(str(exc))}; run with --help for the accepted options"
-    return None
-
-
-def _summarise_parse_error(text: str) -> str:
-    """One line out of jsonargparse's multi-line parse error."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return "invalid arguments"
-    head, rest = lines[0].rstrip(":"), lines[1:]
-    if not rest:
-        return head
-    if rest[0].startswith("Does not validate"):
-        errors: list[str] = []
-        for line in rest[rest.index("Errors:") + 1 :] if "Errors:" in rest else []:
-            if line.startswith("Given value"):
-                break
-            if line.startswith("- "):
-                errors.append(line[2:])
-            elif errors:
-                errors[-1] = f"{errors[-1]} {line}"
-        useful = [e for e in errors if e != "Expected a <class 'NoneType'>"] or errors
-        given = next((line for line in rest if line.startswith("Given value:")), "")
-        if useful and not useful[0].startswith("Expected"):
-            return f"{head}: {useful[0]}"
-        return f"{head}: {given} ({' or '.join(useful)})"
-    return f"{head}: {rest[0]}"
-
-
-def report_user_errors(command: Callable[[], object]) -> None:
-    """Run ``command``; a user error ends with one line on stderr and exit status 2.
-
-    No traceback unless ``DSRELU_LIGHTNING_DEBUG=1`` is set; other errors propagate.
-    """
-    try:
-        command()
-    except Exception as exc:
-        message = user_error_message(exc)
-        if message is None or os.environ.get(DEBUG_ENV):
-            raise
-        print(f"dsrelu-lightning: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -121,8 +121,14 @@ class ResNetClassifier(pl.LightningModule):
             on_epoch=True,
             batch_size=batch_size,
             sync_dist=True,
+            prog_bar=stage == "train",
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        for name, metric in metrics.items():
+            # The progress bar shows train/loss and the last epoch's val/acc.
+            shown = name == "val/acc"
+            self.log(
+                name, metric, on_step=False, on_epoch=True, batch_size=batch_size, prog_bar=shown
+            )
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
