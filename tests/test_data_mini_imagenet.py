@@ -139,3 +139,13 @@ def test_cli_reports_missing_data_in_one_line(
         main(fast_dev_run_args("mini_imagenet.yaml", tmp_path / "none", tmp_path / "runs"))
     line = cli_error_line(capsys.readouterr().err)
     assert "Mini-ImageNet not found" in line and "train.csv" in line
+
+
+def test_download_is_refused_saying_where_to_put_the_images(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MiniImageNetDataModule(data_dir=str(tmp_path), download=True)
+    message = str(info.value)
+    assert message.startswith(
+        f"MiniImageNetDataModule cannot download: put Mini-ImageNet in {tmp_path}"
+    )
+    assert message.endswith("it has no public download URL")

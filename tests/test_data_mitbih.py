@@ -453,3 +453,14 @@ def test_cli_reports_missing_records_in_one_line(
         main(fast_dev_run_args("mitbih.yaml", tmp_path / "none", tmp_path / "runs"))
     line = cli_error_line(capsys.readouterr().err)
     assert "no MIT-BIH records" in line and "--data.download true" in line
+
+
+def test_download_is_refused_for_the_kaggle_csvs_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MITBIHDataModule(data_dir=str(tmp_path), source="kaggle", download=True)
+    assert str(info.value) == (
+        "MITBIHDataModule cannot download: the Kaggle CSVs need a Kaggle account; put "
+        f"mitbih_train.csv and mitbih_test.csv into {tmp_path}, or use --data.source wfdb, "
+        "which downloads PhysioNet's records"
+    )
+    assert MITBIHDataModule(data_dir=str(tmp_path), download=True).download  # wfdb can
