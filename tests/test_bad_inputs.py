@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TinyTrainer
 
 from dsrelu_lightning.__main__ import main
 
@@ -87,13 +88,16 @@ def test_bad_input(
     placeholders: dict[str, str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    tiny: TinyTrainer,
 ) -> None:
     for key, value in placeholders.items():
         arguments = arguments.replace(key, value)
-    quick = ["--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
     args = arguments.split()
     if args and args[0] in ("fit", "validate", "test") and "--config" in args:
-        args += ["--trainer.enable_progress_bar=false", *quick]
+        # Right after the config, so that the row's own trainer settings (and output
+        # folder: the config's, where the row names none) still win.
+        after_config = args.index("--config") + 2
+        args[after_config:after_config] = tiny.args(default_root_dir=None)
     before = _snapshot(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(args)
