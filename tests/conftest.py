@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -30,17 +32,48 @@ def _drop_checkpoints(request: pytest.FixtureRequest) -> Iterator[None]:
         checkpoint.unlink(missing_ok=True)
 
 
+TINY_TRAINER: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "max_epochs": 1,
+    "limit_train_batches": 2,
+    "limit_val_batches": 1,
+    "limit_test_batches": 1,
+    "num_sanity_val_steps": 0,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+"""The one set of tiny trainer settings: a real but short CPU fit (two batches an epoch)."""
+
+
+def _cli_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class TinyTrainer:
+    """:data:`TINY_TRAINER` as ``pl.Trainer`` keyword arguments or as CLI overrides.
+
+    Both forms write under ``root``; ``overrides`` replace or add settings, and an
+    override of ``None`` drops a setting (the config's own value then applies).
+    """
+
+    root: Path
+
+    def _settings(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        settings = {**TINY_TRAINER, "default_root_dir": str(self.root), **overrides}
+        return {key: value for key, value in settings.items() if value is not None}
+
+    def kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """``pl.Trainer(**tiny.kwargs(max_epochs=3))``; no logger unless one is given."""
+        return self._settings({"logger": False, **overrides})
+
+    def args(self, **overrides: Any) -> list[str]:
+        """``["--trainer.max_epochs=1", ...]`` to append after ``--config``."""
+        return [f"--trainer.{key}={_cli_value(v)}" for key, v in self._settings(overrides).items()]
+
+
 @pytest.fixture
-def tiny_trainer_kwargs(tmp_path: Path) -> dict:
-    """Trainer settings for a real but short fit on digits."""
-    return {
-        "accelerator": "cpu",
-        "devices": 1,
-        "limit_train_batches": 2,
-        "limit_val_batches": 1,
-        "num_sanity_val_steps": 0,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "logger": False,
-        "default_root_dir": str(tmp_path),
-    }
+def tiny(tmp_path: Path) -> TinyTrainer:
+    """The tiny trainer settings, writing under the test's ``tmp_path``."""
+    return TinyTrainer(tmp_path)

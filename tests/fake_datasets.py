@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wfdb
+from conftest import TinyTrainer
 from PIL import Image
 from torchvision.datasets import CIFAR100
 
@@ -19,8 +20,9 @@ from dsrelu_lightning.data.kfold import KFoldDataModule
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def fast_dev_run_args(config: str, data_dir: Path, root: Path, *extra: str) -> list[str]:
-    """``fit`` arguments for one fast_dev_run step of ``configs/<config>`` on CPU.
+def data_fit_args(tiny: TinyTrainer, config: str, data_dir: Path, *extra: str) -> list[str]:
+    """``fit`` arguments for ``configs/<config>`` on ``data_dir`` with the tiny trainer,
+    as one fast_dev_run step (no checkpoint or logs: these tests check the data's path).
 
     Loader workers are off: forking them costs more than these tiny batches.
     """
@@ -28,14 +30,7 @@ def fast_dev_run_args(config: str, data_dir: Path, root: Path, *extra: str) -> l
         "fit",
         "--config",
         str(CONFIGS / config),
-        "--trainer.fast_dev_run",
-        "true",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
+        *tiny.args(fast_dev_run=True),
         "--data.data_dir",
         str(data_dir),
         "--data.num_workers",

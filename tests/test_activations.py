@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
 from torch import nn
 
 from dsrelu_lightning import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.activations import (
+    activation_defaults,
+    activation_factory,
+    canonical_activation_name,
+)
 
 
 def formula(x: torch.Tensor, t: float, a_deg: float, b_deg: float, k: float, neg: float):
@@ -131,3 +138,59 @@ def test_bad_kwargs_and_non_module_factories_raise() -> None:
         build_activation(lambda: 3)
     with pytest.raises(ValueError, match="must be a name"):
         build_activation(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"), [("ReLU", "relu"), (" Leaky-ReLU ", "leaky_relu"), ("DSRELU", "dsrelu")]
+)
+def test_canonical_name_is_the_registry_key(spec: str, name: str) -> None:
+    assert canonical_activation_name(spec) == name
+
+
+def test_canonical_name_refuses_unknown_names_listing_the_valid_ones() -> None:
+    with pytest.raises(ConfigurationError, match="unknown activation 'swishy'; valid names: ds"):
+        canonical_activation_name("swishy")
+
+
+def test_defaults_are_the_registered_factories_keyword_defaults() -> None:
+    assert activation_defaults("leaky-relu") == {"negative_slope": 0.01, "inplace": False}
+    assert activation_defaults("dsrelu") == {
+        "initial_angle": 85.0,
+        "final_angle": 10.0,
+        "steepness": 5.0,
+        "negative_slope": 1.0,
+    }
+    assert activation_defaults("tanh") == {}
+
+
+def test_defaults_of_an_unreadable_factory_are_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ACTIVATIONS, "opaque", lambda **kw: nn.ReLU(**kw))
+    assert activation_defaults("opaque") == {}
+
+
+def test_factory_makes_a_new_configured_module_per_call() -> None:
+    make = activation_factory("DSReLU", initial_angle=75, final_angle=30)
+    first, second = make(), make()
+    assert isinstance(first, DSReLU) and first is not second
+    assert (second.initial_angle, second.final_angle) == (75, 30)
+    # A registered name's factory pickles (a lambda over build_activation would not).
+    clone = pickle.loads(pickle.dumps(make))()
+    assert isinstance(clone, DSReLU) and clone.final_angle == 30
+
+
+def test_factory_fails_when_made_not_when_first_called() -> None:
+    calls: list[int] = []
+
+    def counting() -> nn.Module:
+        calls.append(1)
+        return nn.ReLU()
+
+    make = activation_factory(counting)
+    assert len(calls) == 1  # validated by building once
+    assert isinstance(make(), nn.ReLU) and len(calls) == 2
+    with pytest.raises(ConfigurationError, match=r"bad arguments \{'slope': 2\}"):
+        activation_factory("dsrelu", slope=2)
+    with pytest.raises(ConfigurationError, match="initial_angle=95"):
+        activation_factory("dsrelu", initial_angle=95)
+    with pytest.raises(ConfigurationError, match="not an nn.Module"):
+        activation_factory(lambda: "relu")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+from conftest import TinyTrainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -46,9 +47,9 @@ def _model() -> ResNetClassifier:
     return ResNetClassifier(10, in_channels=1, stem="cifar")
 
 
-def test_schedule_reaches_every_layer_each_epoch(tiny_trainer_kwargs: dict) -> None:
+def test_schedule_reaches_every_layer_each_epoch(tiny: TinyTrainer) -> None:
     probe = ProgressProbe()
-    trainer = pl.Trainer(max_epochs=4, callbacks=[SlopeScheduler(), probe], **tiny_trainer_kwargs)
+    trainer = pl.Trainer(callbacks=[SlopeScheduler(), probe], **tiny.kwargs(max_epochs=4))
     trainer.fit(_model(), DigitsDataModule(batch_size=16))
     assert len(probe.seen) == 8
     for epoch, _, values in probe.seen:
@@ -56,24 +57,24 @@ def test_schedule_reaches_every_layer_each_epoch(tiny_trainer_kwargs: dict) -> N
         assert values == [pytest.approx(epoch / 4)] * 33
 
 
-def test_step_granularity_follows_global_step(tiny_trainer_kwargs: dict) -> None:
+def test_step_granularity_follows_global_step(tiny: TinyTrainer) -> None:
     probe = ProgressProbe()
     callbacks = [SlopeScheduler("step"), probe]
-    trainer = pl.Trainer(max_epochs=2, callbacks=callbacks, **tiny_trainer_kwargs)
+    trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=2))
     trainer.fit(_model(), DigitsDataModule(batch_size=16))
     assert [v[0] for _, _, v in probe.seen] == pytest.approx([0, 0.25, 0.5, 0.75])
     assert all(len(set(v)) == 1 for _, _, v in probe.seen)
 
 
 def test_resume_after_crash_continues_the_schedule_exactly(
-    tiny_trainer_kwargs: dict, tmp_path: Path
+    tiny: TinyTrainer, tmp_path: Path
 ) -> None:
     ckpt_dir = tmp_path / "ckpt"
 
     def trainer(*extra: Callback) -> pl.Trainer:
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True)
         callbacks = [SlopeScheduler(), checkpoint, *extra]
-        return pl.Trainer(max_epochs=4, callbacks=callbacks, **tiny_trainer_kwargs)
+        return pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=4))
 
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer(CrashAt(epoch=2)).fit(_model(), DigitsDataModule(batch_size=16))
@@ -90,15 +91,14 @@ def test_resume_after_crash_continues_the_schedule_exactly(
     ]
 
 
-def test_fit_without_scheduler_warns(tiny_trainer_kwargs: dict) -> None:
-    trainer = pl.Trainer(max_epochs=1, **tiny_trainer_kwargs)
+def test_fit_without_scheduler_warns(tiny: TinyTrainer) -> None:
+    trainer = pl.Trainer(**tiny.kwargs())
     with pytest.warns(UserWarning, match="no SlopeScheduler"):
         trainer.fit(_model(), DigitsDataModule(batch_size=16))
 
 
-def test_unbounded_epochs_are_refused_for_epoch_granularity(tiny_trainer_kwargs: dict) -> None:
-    kwargs = {**tiny_trainer_kwargs, "max_steps": 2}
-    trainer = pl.Trainer(max_epochs=-1, callbacks=[SlopeScheduler()], **kwargs)
+def test_unbounded_epochs_are_refused_for_epoch_granularity(tiny: TinyTrainer) -> None:
+    trainer = pl.Trainer(callbacks=[SlopeScheduler()], **tiny.kwargs(max_epochs=-1, max_steps=2))
     with pytest.raises(ValueError, match="finite trainer.max_epochs"):
         trainer.fit(_model(), DigitsDataModule(batch_size=16))
 
@@ -108,13 +108,11 @@ def test_bad_granularity_raises() -> None:
         SlopeScheduler("batch")  # type: ignore[arg-type]
 
 
-def test_timer_slope_and_history_are_logged_per_epoch(
-    tiny_trainer_kwargs: dict, tmp_path: Path
-) -> None:
-    kwargs = {**tiny_trainer_kwargs, "logger": CSVLogger(tmp_path, name="run")}
+def test_timer_slope_and_history_are_logged_per_epoch(tiny: TinyTrainer, tmp_path: Path) -> None:
     history = MetricsHistory()
     callbacks = [SlopeScheduler(), EpochTimer(), history]
-    trainer = pl.Trainer(max_epochs=2, callbacks=callbacks, **kwargs)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=2, logger=logger))
     trainer.fit(_model(), DigitsDataModule(batch_size=16))
     rows = list(csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1]

@@ -7,19 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TinyTrainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dsrelu_lightning.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "digits.yaml")
-QUICK = [
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.num_sanity_val_steps=0",
-]
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -46,10 +40,9 @@ def test_fast_dev_run_as_a_user_types_it(tmp_path: Path) -> None:
 
 
 def test_fit_logs_metrics_slope_and_time_to_tensorboard(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny: TinyTrainer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["fit", "--config", CONFIG, "--trainer.max_epochs=2", *QUICK]
-    code, err = run_main(capsys, *args, f"--trainer.default_root_dir={tmp_path}")
+    code, err = run_main(capsys, "fit", "--config", CONFIG, *tiny.args(max_epochs=2))
     assert code == 0, err
     (run_dir,) = (tmp_path / "lightning_logs").iterdir()
     events = EventAccumulator(str(run_dir))
@@ -72,8 +65,7 @@ def test_fit_logs_metrics_slope_and_time_to_tensorboard(
         "--config",
         CONFIG,
         f"--ckpt_path={ckpt}",
-        f"--trainer.default_root_dir={evaluation_root}",
-        *QUICK[1:],
+        *tiny.args(default_root_dir=evaluation_root),
     )
     assert code == 0, err
     # The evaluation writes beside the checkpoint's run, not under its own root.
@@ -130,14 +122,16 @@ def test_dsrelu_angles_are_settable_from_the_command_line() -> None:
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(
-    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    message: str,
+    tiny: TinyTrainer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     existing = tmp_path / "lightning_logs" / "version_0" / "keep.txt"
     existing.parent.mkdir(parents=True)
     existing.write_text("results")
-    code, err = run_main(
-        capsys, "fit", "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", *QUICK, *args
-    )
+    code, err = run_main(capsys, "fit", "--config", CONFIG, *tiny.args(), *args)
     assert code == 2
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if "error:" in line]

@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.data import DigitsDataModule, holdout_indices, kfold_indices
 from dsrelu_lightning.data.cache import file_fingerprint, load_arrays, save_arrays
+from dsrelu_lightning.data.kfold import check_test_fraction
 from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
 from dsrelu_lightning.errors import ConfigurationError
 
@@ -224,3 +227,71 @@ def test_more_processes_than_evaluation_samples_is_refused(monkeypatch) -> None:
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1000)
     with pytest.raises(ConfigurationError, match="288 evaluation samples cannot be shared by 1000"):
         datamodule.val_dataloader()
+
+
+SHARED_PARAMETERS = {
+    "data_dir",
+    "batch_size",
+    "num_workers",
+    "num_folds",
+    "fold_index",
+    "seed",
+    "download",
+}
+
+
+def _data_section(text: str) -> dict:
+    return yaml.safe_load(text)["data"]
+
+
+@pytest.mark.parametrize(
+    ("config", "module", "own"),
+    [
+        ("digits.yaml", "DigitsDataModule", {"test_fraction"}),
+        ("mitbih.yaml", "MITBIHDataModule", {"source", "split", "records", "test_fraction"}),
+    ],
+)
+def test_print_config_and_help_list_the_shared_parameters(
+    config: str, module: str, own: set[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The data modules pass the shared parameters on with **kwargs: LightningCLI must
+    # still see (and print, and document) every one of them.
+    path = str(Path(__file__).resolve().parents[1] / "configs" / config)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", path, "--data.num_folds", "3", "--print_config"])
+    assert info.value.code in (0, None)
+    data = _data_section(capsys.readouterr().out)
+    assert data["class_path"] == f"dsrelu_lightning.data.{module}"
+    assert set(data["init_args"]) == SHARED_PARAMETERS | own
+    assert data["init_args"]["num_folds"] == 3
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", path, "--data.help", f"dsrelu_lightning.data.{module}"])
+    help_text = capsys.readouterr().out
+    for name in SHARED_PARAMETERS | own:
+        assert f"--data.{name} " in help_text, name
+
+
+def test_shared_parameters_reach_the_base_and_keep_a_subclass_default() -> None:
+    dm = DigitsDataModule(num_workers=1, num_folds=3, fold_index=2, seed=7)
+    assert (dm.num_workers, dm.num_folds, dm.fold_index, dm.seed) == (1, 3, 2, 7)
+    assert dm.batch_size == 64  # digits' own default, not the base's 32
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+        DigitsDataModule(batchsize=8)  # type: ignore[call-arg]
+
+
+def test_digits_refuse_to_download() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DigitsDataModule(download=True)
+    assert str(info.value) == (
+        "DigitsDataModule cannot download: scikit-learn ships the digits, there is nothing "
+        "to fetch; drop --data.download"
+    )
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_the_one_fraction_check(fraction: float) -> None:
+    with pytest.raises(
+        ConfigurationError, match=rf"test_fraction must lie in \(0, 1\), got {fraction}"
+    ):
+        check_test_fraction(fraction)
+    assert check_test_fraction(0.25) == 0.25

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TinyTrainer
 from fake_datasets import (
     assert_folds_partition,
     cli_error_line,
-    fast_dev_run_args,
+    data_fit_args,
     trust_cifar100_files,
     write_cifar100,
 )
@@ -118,7 +119,10 @@ def test_download_moves_only_a_complete_dataset_in(
 
 
 def test_network_failure_is_one_line_at_the_cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny: TinyTrainer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     def offline(self: CIFAR100) -> None:  # what torchvision's download_url raises offline
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -132,7 +136,7 @@ def test_network_failure_is_one_line_at_the_cli(
         "Temporary failure in name resolution>); check the network or put torchvision's "
         f"cifar-100-python folder (train, test, meta) into {target}"
     )
-    args = fast_dev_run_args("cifar100.yaml", target, tmp_path / "runs", "--data.download", "true")
+    args = data_fit_args(tiny, "cifar100.yaml", target, "--data.download", "true")
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
@@ -140,8 +144,8 @@ def test_network_failure_is_one_line_at_the_cli(
     assert "could not download CIFAR-100 with torchvision (URLError" in line
 
 
-def test_config_runs_fast_dev_run(cifar_dir: Path, tmp_path: Path) -> None:
-    cli = build_cli(fast_dev_run_args("cifar100.yaml", cifar_dir, tmp_path / "runs"))
+def test_config_runs_fast_dev_run(tiny: TinyTrainer, cifar_dir: Path, tmp_path: Path) -> None:
+    cli = build_cli(data_fit_args(tiny, "cifar100.yaml", cifar_dir))
     assert cli.trainer.state.finished
     assert cli.model.hparams.lr == pytest.approx(1e-4)
     assert cli.model.hparams.stem == "imagenet"
@@ -150,10 +154,10 @@ def test_config_runs_fast_dev_run(cifar_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_reports_missing_data_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny: TinyTrainer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(fast_dev_run_args("cifar100.yaml", tmp_path / "empty", tmp_path / "runs"))
+        main(data_fit_args(tiny, "cifar100.yaml", tmp_path / "empty"))
     assert exit_info.value.code == 2
     line = cli_error_line(capsys.readouterr().err)
     assert "CIFAR-100 not found" in line and "--data.download true" in line

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TinyTrainer
 from fake_datasets import (
     COLOURS,
     WNIDS,
     assert_folds_partition,
     cli_error_line,
-    fast_dev_run_args,
+    data_fit_args,
     write_csv_layout,
     write_image_folder,
 )
@@ -123,9 +124,9 @@ def test_bad_arguments() -> None:
         MiniImageNetDataModule(test_fraction=1.5)
 
 
-def test_config_runs_fast_dev_run(tmp_path: Path) -> None:
+def test_config_runs_fast_dev_run(tiny: TinyTrainer, tmp_path: Path) -> None:
     write_csv_layout(tmp_path / "mini", per_class=12)
-    args = fast_dev_run_args("mini_imagenet.yaml", tmp_path / "mini", tmp_path / "runs")
+    args = data_fit_args(tiny, "mini_imagenet.yaml", tmp_path / "mini")
     cli = build_cli([*args, "--data.image_size", "32", "--data.num_classes", "4"])
     assert cli.trainer.state.finished
     assert cli.model.hparams.num_classes == 4 and cli.model.hparams.lr == pytest.approx(1e-4)
@@ -133,9 +134,19 @@ def test_config_runs_fast_dev_run(tmp_path: Path) -> None:
 
 
 def test_cli_reports_missing_data_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny: TinyTrainer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        main(fast_dev_run_args("mini_imagenet.yaml", tmp_path / "none", tmp_path / "runs"))
+        main(data_fit_args(tiny, "mini_imagenet.yaml", tmp_path / "none"))
     line = cli_error_line(capsys.readouterr().err)
     assert "Mini-ImageNet not found" in line and "train.csv" in line
+
+
+def test_download_is_refused_saying_where_to_put_the_images(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MiniImageNetDataModule(data_dir=str(tmp_path), download=True)
+    message = str(info.value)
+    assert message.startswith(
+        f"MiniImageNetDataModule cannot download: put Mini-ImageNet in {tmp_path}"
+    )
+    assert message.endswith("it has no public download URL")

@@ -13,11 +13,11 @@ import pytest
 import requests
 import torch
 import wfdb
-from conftest import SHARED
+from conftest import SHARED, TinyTrainer
 from fake_datasets import (
     assert_folds_partition,
     cli_error_line,
-    fast_dev_run_args,
+    data_fit_args,
     write_kaggle_csv,
     write_wfdb_record,
 )
@@ -345,13 +345,16 @@ def test_network_failure_is_one_configuration_error(
 
 
 def test_cli_reports_a_failed_download_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny: TinyTrainer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     def offline(db: str, dl_dir: str, records: list[str], annotators: list) -> None:
         raise ConnectionError("network down")
 
     monkeypatch.setattr(mitbih_module.wfdb, "dl_database", offline)
-    args = fast_dev_run_args("mitbih.yaml", tmp_path / "mitdb", tmp_path / "runs")
+    args = data_fit_args(tiny, "mitbih.yaml", tmp_path / "mitdb")
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--data.download", "true", "--data.records", "[100]"])
     assert exit_info.value.code == 2
@@ -432,24 +435,35 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
         MITBIHDataModule(**kwargs)
 
 
-def test_config_runs_fast_dev_run(records_dir: Path, tmp_path: Path) -> None:
-    cli = build_cli(fast_dev_run_args("mitbih.yaml", records_dir, tmp_path / "runs"))
+def test_config_runs_fast_dev_run(tiny: TinyTrainer, records_dir: Path, tmp_path: Path) -> None:
+    cli = build_cli(data_fit_args(tiny, "mitbih.yaml", records_dir))
     assert cli.trainer.state.finished
     assert cli.model.hparams.in_channels == 1 and cli.model.hparams.num_classes == 5
     assert cli.datamodule.split == "beat" and cli.datamodule.source == "wfdb"
     assert np.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
 
 
-def test_cli_accepts_record_numbers(records_dir: Path, tmp_path: Path) -> None:
-    args = fast_dev_run_args("mitbih.yaml", records_dir, tmp_path / "runs")[1:]  # no "fit"
+def test_cli_accepts_record_numbers(tiny: TinyTrainer, records_dir: Path, tmp_path: Path) -> None:
+    args = data_fit_args(tiny, "mitbih.yaml", records_dir)[1:]  # no "fit"
     cli = build_cli([*args, "--data.records", "[100, 101, 103, 105, 201]"], run=False)
     assert cli.datamodule.records == ["100", "101", "103", "105", "201"]
 
 
 def test_cli_reports_missing_records_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny: TinyTrainer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        main(fast_dev_run_args("mitbih.yaml", tmp_path / "none", tmp_path / "runs"))
+        main(data_fit_args(tiny, "mitbih.yaml", tmp_path / "none"))
     line = cli_error_line(capsys.readouterr().err)
     assert "no MIT-BIH records" in line and "--data.download true" in line
+
+
+def test_download_is_refused_for_the_kaggle_csvs_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MITBIHDataModule(data_dir=str(tmp_path), source="kaggle", download=True)
+    assert str(info.value) == (
+        "MITBIHDataModule cannot download: the Kaggle CSVs need a Kaggle account; put "
+        f"mitbih_train.csv and mitbih_test.csv into {tmp_path}, or use --data.source wfdb, "
+        "which downloads PhysioNet's records"
+    )
+    assert MITBIHDataModule(data_dir=str(tmp_path), download=True).download  # wfdb can

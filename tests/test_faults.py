@@ -14,6 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import TinyTrainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
@@ -29,19 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "digits.yaml")
 
 
-def _quick(root: Path, epochs: int = 3) -> list[str]:
+def _short_fit(tiny: TinyTrainer, epochs: int = 3) -> list[str]:
     """A short digits fit keeping one checkpoint file, the latest epoch's, with last.ckpt
     a link to it (each ResNet-34 checkpoint is ~250 MB; CI disks can be small)."""
     return [
         "--config",
         CONFIG,
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.max_epochs={epochs}",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        *tiny.args(max_epochs=epochs),
         "--checkpoint.monitor=null",
         "--checkpoint.save_last=link",
     ]
@@ -59,7 +54,7 @@ class CrashMidEpoch(Callback):
 
 
 def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: TinyTrainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[tuple[int, int, list[int]]] = []  # (epoch, batch, labels) as trained
     original = ResNetClassifier.training_step
@@ -69,13 +64,13 @@ def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(ResNetClassifier, "training_step", recording)
-    cli = build_cli(_quick(tmp_path), run=False)
+    cli = build_cli(_short_fit(tiny), run=False)
     cli.trainer.callbacks.append(CrashMidEpoch(2))
     with pytest.raises(RuntimeError, match="simulated crash"):
         cli.trainer.fit(cli.model, cli.datamodule)
     before_crash, batches[:] = list(batches), []
 
-    main(["fit", *_quick(tmp_path), "--ckpt_path=last"])
+    main(["fit", *_short_fit(tiny), "--ckpt_path=last"])
     # The redone epoch 2 trains on the batches the crashed run drew for it.
     assert [b[:2] for b in batches] == [(2, 0), (2, 1)]
     assert batches[0] == before_crash[-1] and before_crash[-1][:2] == (2, 0)
@@ -96,7 +91,7 @@ def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
 
     # validate and test from that checkpoint run with its slope, not t = 0.
     for stage in ("validate", "test"):
-        cli = build_cli(_quick(tmp_path), run=False)
+        cli = build_cli(_short_fit(tiny), run=False)
         getattr(cli.trainer, stage)(
             cli.model, cli.datamodule, ckpt_path=resumed / "checkpoints" / "last.ckpt"
         )
@@ -104,9 +99,11 @@ def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
         assert [float(m.progress) for m in layers] == [pytest.approx(2 / 3)] * 33
 
 
-def test_ckpt_path_last_resumes_only_a_run_with_the_same_model_and_data(tmp_path: Path) -> None:
-    main(["fit", *_quick(tmp_path, epochs=1), "--model.activation=relu"])
-    main(["fit", *_quick(tmp_path, epochs=1), "--model.activation=mish", "--data.fold_index=2"])
+def test_ckpt_path_last_resumes_only_a_run_with_the_same_model_and_data(
+    tiny: TinyTrainer, tmp_path: Path
+) -> None:
+    main(["fit", *_short_fit(tiny, epochs=1), "--model.activation=relu"])
+    main(["fit", *_short_fit(tiny, epochs=1), "--model.activation=mish", "--data.fold_index=2"])
     logs = tmp_path / "lightning_logs"
     # Only the config.yaml of a run that does not match is read: truncating its
     # checkpoint saves disk, and would make a wrong pick fail as corrupt.
@@ -114,7 +111,7 @@ def test_ckpt_path_last_resumes_only_a_run_with_the_same_model_and_data(tmp_path
     mish.write_bytes(mish.read_bytes()[:4096])
 
     # The newest run is mish on fold 2: "last" must pick the relu run instead ...
-    main(["fit", *_quick(tmp_path, epochs=2), "--model.activation=relu", "--ckpt_path=last"])
+    main(["fit", *_short_fit(tiny, epochs=2), "--model.activation=relu", "--ckpt_path=last"])
     resumed = torch.load(
         logs / "version_2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
@@ -122,17 +119,19 @@ def test_ckpt_path_last_resumes_only_a_run_with_the_same_model_and_data(tmp_path
 
     # ... and refuse when no run there has this model and data (here: dsrelu on fold 2).
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *_quick(tmp_path), "--data.fold_index=2", "--ckpt_path=last"])
+        main(["fit", *_short_fit(tiny), "--data.fold_index=2", "--ckpt_path=last"])
     assert exit_info.value.code == 2
     assert not (logs / "version_3").exists()
 
 
-def test_ckpt_path_last_refuses_a_corrupt_last_checkpoint(tmp_path: Path, capsys) -> None:
-    main(["fit", *_quick(tmp_path, epochs=1)])
+def test_ckpt_path_last_refuses_a_corrupt_last_checkpoint(
+    tiny: TinyTrainer, tmp_path: Path, capsys
+) -> None:
+    main(["fit", *_short_fit(tiny, epochs=1)])
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:4096])
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *_quick(tmp_path), "--ckpt_path=last"])
+        main(["fit", *_short_fit(tiny), "--ckpt_path=last"])
     assert exit_info.value.code == 2
     assert "last.ckpt' is corrupt or truncated" in capsys.readouterr().err
 
@@ -150,11 +149,11 @@ class PoisonWeights(Callback):
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
-    tmp_path: Path, tiny_trainer_kwargs: dict
+    tmp_path: Path, tiny: TinyTrainer
 ) -> None:
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last="link")  # one file
     callbacks = [SlopeScheduler(), FiniteLossGuard(), checkpoint, PoisonWeights(1, 1)]
-    trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, **tiny_trainer_kwargs)
+    trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=3))
     model = ResNetClassifier(10, in_channels=1, stem="cifar")
     with pytest.raises(TrainingDivergedError, match=r"NaN or infinite at epoch 1, step 1 of"):
         trainer.fit(model, DigitsDataModule(batch_size=16))
@@ -165,8 +164,8 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
     )
 
 
-def test_nan_guard_is_on_by_default_in_the_cli(tmp_path: Path) -> None:
-    cli = build_cli(_quick(tmp_path), run=False)
+def test_nan_guard_is_on_by_default_in_the_cli(tiny: TinyTrainer, tmp_path: Path) -> None:
+    cli = build_cli(_short_fit(tiny), run=False)
     cli.trainer.callbacks.append(PoisonWeights(0, 0))
     with pytest.raises(TrainingDivergedError) as info:
         cli.trainer.fit(cli.model, cli.datamodule)
@@ -187,12 +186,12 @@ def test_a_full_disk_leaves_no_half_written_file(tmp_path: Path, monkeypatch) ->
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
-def test_room_needed_counts_the_checkpoint_files_kept(tmp_path: Path) -> None:
+def test_room_needed_counts_the_checkpoint_files_kept(tiny: TinyTrainer, tmp_path: Path) -> None:
     base = ["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}"]
     cli = build_cli(base, run=False)
     checkpoint_bytes = 3 * sum(p.numel() * 4 for p in cli.model.parameters())  # + Adam
     assert cli._checkpoint_bytes() == 2 * checkpoint_bytes  # best and last
-    assert build_cli(_quick(tmp_path), run=False)._checkpoint_bytes() == checkpoint_bytes
+    assert build_cli(_short_fit(tiny), run=False)._checkpoint_bytes() == checkpoint_bytes
     cli = build_cli([*base, "--checkpoint.save_top_k=0"], run=False)
     with pytest.warns(UserWarning, match="writes last.ckpt only when training ends"):
         cli._warn_if_last_only_at_the_end()
@@ -205,13 +204,13 @@ def test_output_dir_without_room_is_refused_before_training(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+def test_ddp_on_two_cpu_processes(tiny: TinyTrainer, tmp_path: Path) -> None:
     env = {
         **os.environ,
         "DDP_PROBE_DIR": str(tmp_path),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
     }
-    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", *_quick(tmp_path, epochs=2)]
+    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", *_short_fit(tiny, epochs=2)]
     cmd += [
         "--trainer.strategy=ddp",
         "--trainer.devices=2",

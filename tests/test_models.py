@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import TinyTrainer
 from torch import nn
 
-from dsrelu_lightning import DSReLU, ResNetClassifier
+from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
+from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.nn.resnet import ActivatedBasicBlock, build_resnet34
 
 
@@ -84,7 +89,53 @@ def test_positional_arguments_follow_the_design_contract() -> None:
     assert (module.hparams.lr, module.hparams.weight_decay) == (1e-4, 0.01)
 
 
-def test_hyperparameters_are_saved_for_checkpoint_reload() -> None:
-    module = ResNetClassifier(7, activation="tanh", in_channels=1, stem="cifar", lr=1e-4)
-    assert module.hparams.num_classes == 7 and module.hparams.activation == "tanh"
-    assert module.hparams.lr == 1e-4 and module.hparams.stem == "cifar"
+def test_a_saved_checkpoint_reloads_the_same_model(tiny: TinyTrainer, tmp_path: Path) -> None:
+    module = ResNetClassifier(
+        10,
+        activation="dsrelu",
+        in_channels=1,
+        stem="cifar",
+        lr=1e-4,
+        activation_args={"final_angle": 20},
+    )
+    trainer = pl.Trainer(callbacks=[SlopeScheduler()], **tiny.kwargs(max_epochs=2))
+    trainer.fit(module, DigitsDataModule(batch_size=16))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    reloaded = ResNetClassifier.load_from_checkpoint(path, map_location="cpu")
+    assert dict(reloaded.hparams) == dict(module.hparams)
+    layers = [m for m in reloaded.modules() if isinstance(m, DSReLU)]
+    assert {(m.final_angle, float(m.progress)) for m in layers} == {(20.0, 0.5)}
+    x = torch.randn(4, 1, 8, 8)
+    module.eval(), reloaded.eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), module(x))
+
+
+def test_a_checkpoint_as_earlier_versions_wrote_it_still_loads(tmp_path: Path) -> None:
+    # What the CLI of the flat layout (dsrelu_lightning/models.py, before `compile` existed)
+    # stored: plain hyperparameters plus Lightning's instantiator, no module path of ours.
+    model = ResNetClassifier(5, activation="mish", in_channels=1, stem="cifar")
+    old = {
+        "pytorch-lightning_version": "2.6.0",
+        "epoch": 3,
+        "global_step": 40,
+        "state_dict": model.state_dict(),
+        "hyper_parameters": {
+            "num_classes": 5,
+            "activation": "mish",
+            "in_channels": 1,
+            "stem": "cifar",
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "activation_args": None,
+            "_instantiator": "lightning.pytorch.cli.instantiate_module",
+        },
+    }
+    torch.save(old, tmp_path / "old.ckpt")
+    loaded = ResNetClassifier.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
+    assert (loaded.hparams.num_classes, loaded.hparams.compile) == (5, False)
+    x = torch.randn(2, 1, 8, 8)
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

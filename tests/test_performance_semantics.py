@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TinyTrainer
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch._dynamo.testing import CompileCounter
@@ -70,21 +71,21 @@ def test_eager_kernels_equal_the_formula_bit_for_bit(
     x[:4] = torch.tensor([float("inf"), float("-inf"), float("nan"), 0.0])
     grad = torch.randn(1000, dtype=dtype)
     slope = torch.tensor(1.7, dtype=dtype)
-    # The formula's where() rounds negative_slope to bf16 before multiplying; the eager
-    # kernel multiplies by the exact float: one bf16 ulp apart for such slopes.
-    rounded = dtype == torch.bfloat16 and negative_slope not in (0.0, 1.0)
-    exact = {"rtol": 2**-7 if rounded else 0.0, "atol": 0.0}
-    torch.testing.assert_close(
-        kernel.dsrelu_forward_eager(x, slope, negative_slope),
-        kernel.dsrelu_formula(x, slope, negative_slope),
-        equal_nan=True,
-        **exact,
-    )
+    # PyTorch computes bf16 arithmetic in float32 and rounds once (its "opmath"), so the
+    # reference is the formula in that precision, rounded to ``dtype``: exact equality.
+    # (The formula run in bf16 itself would round negative_slope to bf16 first.)
+    opmath = torch.float32 if dtype == torch.bfloat16 else dtype
+    wide = {"slope": slope.to(opmath), "negative_slope": negative_slope}
+    expected = kernel.dsrelu_formula(x.to(opmath), **wide).to(dtype)
+    forward = kernel.dsrelu_forward_eager(x, slope, negative_slope)
+    torch.testing.assert_close(forward, expected, rtol=0, atol=0, equal_nan=True)
     finite = x.isfinite()  # the gradient at a NaN input is undefined (NaN loss anyway)
+    expected_grad = kernel.dsrelu_gradient_formula(grad.to(opmath), x.to(opmath), **wide)
     torch.testing.assert_close(
         kernel.dsrelu_backward_eager(grad, x, slope, negative_slope)[finite],
-        kernel.dsrelu_gradient_formula(grad, x, slope, negative_slope)[finite],
-        **exact,
+        expected_grad.to(dtype)[finite],
+        rtol=0,
+        atol=0,
     )
 
 
@@ -256,15 +257,13 @@ class _GraphsAtFirstEpoch(Callback):
             self.graphs = counters["stats"]["unique_graphs"]
 
 
-def test_fit_compiles_nothing_after_the_warm_up(
-    fresh_kernels: None, tiny_trainer_kwargs: dict
-) -> None:
+def test_fit_compiles_nothing_after_the_warm_up(fresh_kernels: None, tiny: TinyTrainer) -> None:
     # warm_up used a 1-D tensor: the first 4-D activation recompiled (dynamo guards the
     # flat view's base) and so did the first validation batch (an input without grad),
     # both inside the timed first epoch.
     module = ResNetClassifier(10, in_channels=1, stem="cifar")
     probe = _GraphsAtFirstEpoch()
-    trainer = pl.Trainer(max_epochs=2, callbacks=[SlopeScheduler(), probe], **tiny_trainer_kwargs)
+    trainer = pl.Trainer(callbacks=[SlopeScheduler(), probe], **tiny.kwargs(max_epochs=2))
     # Batch 32 of 1x8x8 digits: the first stage's 32x64x8x8 activations use the compiled
     # kernel (COMPILED_KERNEL_MIN_NUMEL), in training and in validation.
     assert kernel.COMPILED_KERNEL_MIN_NUMEL <= 32 * 64 * 8 * 8
@@ -274,18 +273,13 @@ def test_fit_compiles_nothing_after_the_warm_up(
     assert not counters["recompiles"] and not counters["unimplemented"]
 
 
-def test_bf16_mixed_fit_runs_dsrelu_in_bf16_and_logs_float32(tiny_trainer_kwargs: dict) -> None:
+def test_bf16_mixed_fit_runs_dsrelu_in_bf16_and_logs_float32(tiny: TinyTrainer) -> None:
     module = ResNetClassifier(10, in_channels=1, stem="cifar")
     seen: set[torch.dtype] = set()
     for layer in module.modules():
         if isinstance(layer, DSReLU):
             layer.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
-    trainer = pl.Trainer(
-        max_epochs=1,
-        precision="bf16-mixed",
-        callbacks=[SlopeScheduler()],
-        **tiny_trainer_kwargs,
-    )
+    trainer = pl.Trainer(callbacks=[SlopeScheduler()], **tiny.kwargs(precision="bf16-mixed"))
     trainer.fit(module, DigitsDataModule(batch_size=32))
     assert seen == {torch.bfloat16}
     logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}

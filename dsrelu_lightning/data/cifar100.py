@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,24 +29,17 @@ class CIFAR100DataModule(KFoldDataModule):
     Samples are ``(3, 32, 32)`` float32 tensors.
 
     Args:
+        data_dir: where torchvision's ``cifar-100-python`` folder is (or goes).
         augment: random crop (zero padding 4) and horizontal flip on the training split
             only. Off by default: the paper used no augmentation.
-        **kwargs: see :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`;
+        **kwargs: the shared arguments of :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`;
             ``download=True`` fetches the dataset (~160 MB) in ``prepare_data``.
     """
 
     def __init__(
-        self,
-        data_dir: str = "data/cifar100",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        num_folds: int = 5,
-        fold_index: int = 0,
-        seed: int = 42,
-        download: bool = False,
-        augment: bool = False,
+        self, data_dir: str = "data/cifar100", *, augment: bool = False, **kwargs: Any
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, num_folds, fold_index, seed, download)
+        super().__init__(data_dir=data_dir, **kwargs)
         self.augment = augment
         self.num_classes = 100
         self.in_channels = 3

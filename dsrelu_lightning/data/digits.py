@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
 
-from dsrelu_lightning.data.kfold import KFoldDataModule, holdout_indices
-from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.data.kfold import KFoldDataModule, check_test_fraction, holdout_indices
 
 __all__ = ["DigitsDataModule"]
 
@@ -21,27 +22,20 @@ class DigitsDataModule(KFoldDataModule):
     pool's mean and standard deviation. Samples are ``(1, 8, 8)`` float32 tensors.
 
     Args:
+        batch_size: samples per batch (64 here; the base's default is 32).
         test_fraction: share of the images held out for ``trainer.test``, in (0, 1);
             ``setup`` reports a share too small or too large to stratify over 10 classes.
-        **kwargs: see :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`.
+        **kwargs: the shared arguments of :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`
+            (``download=True`` is refused: the data ship with scikit-learn).
     """
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        num_folds: int = 5,
-        fold_index: int = 0,
-        seed: int = 42,
-        download: bool = False,
-        test_fraction: float = 0.2,
-    ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, num_folds, fold_index, seed, download)
+    def __init__(self, *, batch_size: int = 64, test_fraction: float = 0.2, **kwargs: Any) -> None:
+        super().__init__(batch_size=batch_size, **kwargs)
+        self.refuse_download(
+            "scikit-learn ships the digits, there is nothing to fetch; drop --data.download"
+        )
         # Only the range here: whether the 1,797 real labels can be split is setup's to say.
-        if not 0.0 < test_fraction < 1.0:
-            raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-        self.test_fraction = test_fraction
+        self.test_fraction = check_test_fraction(test_fraction)
         self.num_classes = 10
         self.in_channels = 1
         self._tensors: dict[str, TensorDataset] = {}

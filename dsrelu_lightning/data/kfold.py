@@ -21,6 +21,7 @@ from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = [
     "KFoldDataModule",
+    "check_test_fraction",
     "dataset_labels",
     "format_class_counts",
     "holdout_indices",
@@ -68,6 +69,13 @@ def kfold_indices(
     raise AssertionError("unreachable: fold_index was checked")  # pragma: no cover
 
 
+def check_test_fraction(test_fraction: float) -> float:
+    """``test_fraction`` if it lies in (0, 1), else a ConfigurationError."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    return test_fraction
+
+
 def holdout_indices(
     labels: np.ndarray,
     test_fraction: float,
@@ -82,8 +90,7 @@ def holdout_indices(
     1/3, 0.4 gives 1/2), and no group is on both sides. Where ``1 / n`` differs from
     ``test_fraction`` by more than 0.05, a warning says which share is used.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    check_test_fraction(test_fraction)
     indices = np.arange(len(labels))
     num_parts = max(2, round(1.0 / test_fraction))
     if groups is not None and len(np.unique(groups)) < num_parts:
@@ -193,6 +200,11 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
     only), and may set ``class_names``. The first :meth:`setup` builds every split and
     logs :meth:`summary`, the class counts of each split, once.
 
+    Subclasses take their own arguments keyword-only and pass the shared ones below on
+    with ``**kwargs`` (re-declaring only those whose default differs, e.g. ``data_dir``);
+    LightningCLI follows ``**kwargs`` here, so ``--help`` and ``--print_config`` list them.
+    Where nothing can be downloaded, a subclass calls :meth:`refuse_download`.
+
     Args:
         data_dir: where the dataset lives (or is downloaded to).
         batch_size: samples per batch.
@@ -236,6 +248,14 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self._split_labels: dict[str, np.ndarray] = {}
+
+    def refuse_download(self, reason: str) -> None:
+        """Refuse ``download=True`` in one line where nothing can be downloaded.
+
+        ``reason`` says why and what to do instead, e.g. where to put the files.
+        """
+        if self.download:
+            raise ConfigurationError(f"{type(self).__name__} cannot download: {reason}")
 
     @abstractmethod
     def load_pool(self) -> tuple[Dataset, np.ndarray]:

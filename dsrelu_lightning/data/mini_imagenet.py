@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from dsrelu_lightning.data.cache import cache_key, load_arrays, save_arrays
-from dsrelu_lightning.data.kfold import KFoldDataModule, holdout_indices
+from dsrelu_lightning.data.kfold import KFoldDataModule, check_test_fraction, holdout_indices
 from dsrelu_lightning.data.tensor_images import (
     TensorImageDataset,
     crop_flip_augmentation,
@@ -93,38 +94,34 @@ class MiniImageNetDataModule(KFoldDataModule):
     Samples are ``(3, image_size, image_size)`` float32 tensors.
 
     Args:
+        data_dir: the Mini-ImageNet folder (either layout); the decoded cache goes there too.
         image_size: side of the square images (the paper's 84; the authors' code used 128).
         test_fraction: share of the images held out as the test set.
         num_classes: classes expected on disk (fewer only for a subset).
         augment: random crop (zero padding ``image_size // 8``) and horizontal flip on the
             training split only. Off by default: the paper used no augmentation.
-        **kwargs: see :class:`~dsrelu_lightning.data.kfold.KFoldDataModule` (there is
-            nothing to download).
+        **kwargs: the shared arguments of :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`
+            (``download=True`` is refused: there is no public download).
     """
 
     def __init__(
         self,
         data_dir: str = "data/mini_imagenet",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        num_folds: int = 5,
-        fold_index: int = 0,
-        seed: int = 42,
-        download: bool = False,
+        *,
         image_size: int = 84,
         test_fraction: float = 0.15,
         num_classes: int = 100,
         augment: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, num_folds, fold_index, seed, download)
+        super().__init__(data_dir=data_dir, **kwargs)
+        self.refuse_download(_layouts_hint(Path(self.data_dir)))
         if image_size < 8:
             raise ConfigurationError(f"image_size must be >= 8 pixels, got {image_size}")
         if num_classes < 2:
             raise ConfigurationError(f"num_classes must be >= 2, got {num_classes}")
-        if not 0.0 < test_fraction < 1.0:
-            raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         self.image_size = image_size
-        self.test_fraction = test_fraction
+        self.test_fraction = check_test_fraction(test_fraction)
         self.augment = augment
         self.num_classes = num_classes
         self.in_channels = 3

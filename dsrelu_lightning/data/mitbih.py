@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from dsrelu_lightning.data.cache import cache_key, file_fingerprint, load_arrays, save_arrays
 from dsrelu_lightning.data.download import download_into
-from dsrelu_lightning.data.kfold import KFoldDataModule, holdout_indices
+from dsrelu_lightning.data.kfold import KFoldDataModule, check_test_fraction, holdout_indices
 from dsrelu_lightning.data.mitbih_beats import (
     AAMI_CLASSES,
     AAMI_SYMBOLS,
@@ -58,6 +58,7 @@ class MITBIHDataModule(KFoldDataModule):
     DS1 records by subject and tests on DS2 (de Chazal et al. 2004).
 
     Args:
+        data_dir: the folder of the mitdb records or the Kaggle CSVs; caches go below it.
         source: ``"wfdb"`` or ``"kaggle"`` (the latter only with ``split="beat"``).
         split: ``"beat"``, ``"record"`` or ``"interpatient"``.
         records: mitdb record names to use, e.g. ``[100, 101]``, in any order (they are
@@ -65,25 +66,22 @@ class MITBIHDataModule(KFoldDataModule):
             every record in ``data_dir``, or with ``download=True`` all 48;
             ``"interpatient"`` keeps those in DS1 or DS2).
         test_fraction: share held out as the test set for ``"beat"`` and ``"record"``.
-        **kwargs: see :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`;
-            ``download=True`` fetches missing records with ``wfdb.dl_database``.
+        **kwargs: the shared arguments of :class:`~dsrelu_lightning.data.kfold.KFoldDataModule`;
+            ``download=True`` fetches missing records with ``wfdb.dl_database``
+            (``source="wfdb"`` only: it is refused for the Kaggle CSVs).
     """
 
     def __init__(
         self,
         data_dir: str = "data/mitdb",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        num_folds: int = 5,
-        fold_index: int = 0,
-        seed: int = 42,
-        download: bool = False,
+        *,
         source: Source = "wfdb",
         split: Split = "beat",
         records: list[str | int] | None = None,
         test_fraction: float = 0.2,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, num_folds, fold_index, seed, download)
+        super().__init__(data_dir=data_dir, **kwargs)
         if source not in ("wfdb", "kaggle"):
             raise ConfigurationError(f"source must be 'wfdb' or 'kaggle', got {source!r}")
         if split not in ("beat", "record", "interpatient"):
@@ -97,8 +95,13 @@ class MITBIHDataModule(KFoldDataModule):
             )
         if source == "kaggle" and records is not None:
             raise ConfigurationError("records applies to source='wfdb' only")
-        if not 0.0 < test_fraction < 1.0:
-            raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+        if source == "kaggle":
+            self.refuse_download(
+                "the Kaggle CSVs need a Kaggle account; put mitbih_train.csv and "
+                f"mitbih_test.csv into {self.data_dir}, or use --data.source wfdb, which "
+                "downloads PhysioNet's records"
+            )
+        check_test_fraction(test_fraction)
         self.source = source
         self.split = split
         # Sorted: the folds of a seed must not depend on the order the records are named in.

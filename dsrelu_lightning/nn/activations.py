@@ -1,4 +1,4 @@
-"""DSReLU, its slope schedule, and the activation registry/factory.
+"""DSReLU, its slope schedule, and the activation registry and its one resolver.
 
 DSReLU (arXiv 2408.09156) scales the positive side of ReLU by a slope that moves
 from steep to shallow over training progress ``t`` in [0, 1]::
@@ -10,6 +10,8 @@ from steep to shallow over training progress ``t`` in [0, 1]::
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +22,16 @@ from torch import Tensor, nn
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.dsrelu_kernel import dsrelu
 
-__all__ = ["ACTIVATIONS", "DSReLU", "build_activation", "dsrelu_modules", "dsrelu_slope"]
+__all__ = [
+    "ACTIVATIONS",
+    "DSReLU",
+    "activation_defaults",
+    "activation_factory",
+    "build_activation",
+    "canonical_activation_name",
+    "dsrelu_modules",
+    "dsrelu_slope",
+]
 
 
 def dsrelu_slope(
@@ -149,7 +160,8 @@ ActivationFactory = Callable[..., nn.Module]
 
 ACTIVATIONS: dict[str, ActivationFactory] = {
     "relu": nn.ReLU,
-    "leaky_relu": lambda **kw: nn.LeakyReLU(**{"negative_slope": 0.01, **kw}),
+    # A partial, not a lambda: its signature shows the 0.01 (activation_defaults reads it).
+    "leaky_relu": functools.partial(nn.LeakyReLU, negative_slope=0.01),
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
     "mish": nn.Mish,
@@ -165,6 +177,70 @@ ACTIVATIONS: dict[str, ActivationFactory] = {
 ActivationSpec = str | type[nn.Module] | Callable[[], nn.Module]
 
 
+def canonical_activation_name(spec: str) -> str:
+    """The registered name ``spec`` refers to: stripped, lower case, ``-`` read as ``_``.
+
+    Raises:
+        ConfigurationError: (a ValueError) for a name that is not in :data:`ACTIVATIONS`,
+            listing the valid names.
+    """
+    key = spec.strip().lower().replace("-", "_")
+    if key not in ACTIVATIONS:
+        raise ConfigurationError(
+            f"unknown activation {spec!r}; valid names: {', '.join(sorted(ACTIVATIONS))}"
+        )
+    return key
+
+
+def activation_defaults(name: str) -> dict[str, Any]:
+    """The keyword defaults of a registered activation's factory, e.g. leaky_relu's
+    ``{"negative_slope": 0.01, "inplace": False}``; empty where the factory's signature
+    cannot be read (a lambda taking ``**kwargs``, some builtins)."""
+    factory = ACTIVATIONS[canonical_activation_name(name)]
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def _resolve(spec: ActivationSpec) -> tuple[Callable[..., Any], str]:
+    """The factory ``spec`` stands for and the name its errors use."""
+    if isinstance(spec, str):
+        name = canonical_activation_name(spec)
+        return ACTIVATIONS[name], name
+    if callable(spec):
+        return spec, getattr(spec, "__name__", repr(spec))
+    raise ConfigurationError(
+        f"activation must be a name, an nn.Module class or a callable, got {spec!r}"
+    )
+
+
+def _create(factory: Callable[..., Any], name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        module = factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"bad arguments {kwargs} for activation {name!r}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ConfigurationError(
+            f"activation factory {name!r} returned {type(module).__name__}, not an nn.Module"
+        )
+    return module
+
+
+def activation_factory(spec: ActivationSpec, **kwargs: Any) -> Callable[[], nn.Module]:
+    """A zero-argument factory that returns a NEW activation module for ``spec`` per call.
+
+    ``spec`` and ``kwargs`` are as for :func:`build_activation`. The factory is validated
+    by building one module now, so a bad name or argument fails here, before any network
+    is built. The factory pickles where ``spec`` does (a registered name always).
+    """
+    factory, name = _resolve(spec)
+    arguments = dict(kwargs)
+    _create(factory, name, arguments)  # fail fast on bad arguments or a non-module
+    return functools.partial(_create, factory, name, arguments)
+
+
 def build_activation(spec: ActivationSpec, **kwargs: Any) -> nn.Module:
     """Return a NEW activation module for ``spec``.
 
@@ -178,30 +254,7 @@ def build_activation(spec: ActivationSpec, **kwargs: Any) -> nn.Module:
         ValueError: for an unknown name, bad keyword arguments, or a factory
             that does not return an ``nn.Module``.
     """
-    if isinstance(spec, str):
-        key = spec.strip().lower().replace("-", "_")
-        if key not in ACTIVATIONS:
-            raise ConfigurationError(
-                f"unknown activation {spec!r}; valid names: {', '.join(sorted(ACTIVATIONS))}"
-            )
-        factory: Callable[..., Any] = ACTIVATIONS[key]
-        name = key
-    elif callable(spec):
-        factory = spec
-        name = getattr(spec, "__name__", repr(spec))
-    else:
-        raise ConfigurationError(
-            f"activation must be a name, an nn.Module class or a callable, got {spec!r}"
-        )
-    try:
-        module = factory(**kwargs)
-    except TypeError as exc:
-        raise ConfigurationError(f"bad arguments {kwargs} for activation {name!r}: {exc}") from exc
-    if not isinstance(module, nn.Module):
-        raise ConfigurationError(
-            f"activation factory {name!r} returned {type(module).__name__}, not an nn.Module"
-        )
-    return module
+    return _create(*_resolve(spec), dict(kwargs))
 
 
 def dsrelu_modules(module: nn.Module) -> list[DSReLU]:

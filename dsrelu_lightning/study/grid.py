@@ -25,7 +25,6 @@ Cells are ``dataset x label x seed x fold``: each seed sets both the fold assign
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from collections import Counter
@@ -38,7 +37,11 @@ import yaml
 
 from dsrelu_lightning.data.kfold import MAX_SEED
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.nn.activations import ACTIVATIONS, build_activation
+from dsrelu_lightning.nn.activations import (
+    activation_defaults,
+    activation_factory,
+    canonical_activation_name,
+)
 
 __all__ = [
     "ACTIVATION_KEYS",
@@ -178,15 +181,6 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
-def _default_arguments(activation: str) -> dict[str, Any]:
-    """The keyword defaults of a registered activation's factory (none for a lambda)."""
-    try:
-        parameters = inspect.signature(ACTIVATIONS[activation]).parameters.values()
-    except (KeyError, TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
-
-
 def _label_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -202,8 +196,11 @@ def cv_label(activation: str, activation_args: Mapping[str, Any] | None = None) 
     So cross-validating another DSReLU setting into an existing grid folder does not
     land in (and reuse) the default-setting cells.
     """
-    key = activation.strip().lower().replace("-", "_")
-    defaults = _default_arguments(key)
+    try:
+        key = canonical_activation_name(activation)
+        defaults = activation_defaults(key)
+    except ConfigurationError:  # not a registered name: labelled as given, no defaults
+        key, defaults = activation, {}
     parts = [
         f"{name}{_label_value(value)}"
         for name, value in (activation_args or {}).items()
@@ -222,12 +219,12 @@ def cv_label(activation: str, activation_args: Mapping[str, Any] | None = None) 
 
 def plain_variant(name: str) -> Variant:
     """The variant for a registered activation name with its default arguments."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in ACTIVATIONS:
+    try:
+        key = canonical_activation_name(name)
+    except ConfigurationError as exc:
         raise ConfigurationError(
-            f"unknown activation {name!r}; valid names: {', '.join(sorted(ACTIVATIONS))} "
-            "(or a label defined under 'variants' in a --grid file)"
-        )
+            f"{exc} (or a label defined under 'variants' in a --grid file)"
+        ) from None
     return Variant(label=key, activation=key)
 
 
@@ -251,7 +248,7 @@ def make_variant(label: object, spec: object, source: str) -> Variant:
         raise ConfigurationError(
             f"activation_args of variant {label!r} in {source} must be a mapping, got {args!r}"
         )
-    build_activation(activation, **dict(args or {}))  # bad angles etc. fail before any run
+    activation_factory(activation, **dict(args or {}))  # bad angles etc. fail before any run
     overrides = spec.get("overrides") or {}
     if not isinstance(overrides, Mapping):
         raise ConfigurationError(

@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.nn.activations import build_activation
+from dsrelu_lightning.nn.activations import activation_factory
 from dsrelu_lightning.nn.resnet import Stem, build_resnet34
 from dsrelu_lightning.training.slope_scheduler import warn_if_unscheduled
 
@@ -87,11 +87,8 @@ class ResNetClassifier(pl.LightningModule):
         if weight_decay < 0:
             raise ConfigurationError(f"weight_decay must be >= 0, got {weight_decay}")
         self.save_hyperparameters()
-        kwargs = dict(activation_args or {})
-        build_activation(activation, **kwargs)  # fail fast on a bad name or argument
-        self.model = build_resnet34(
-            num_classes, lambda: build_activation(activation, **kwargs), in_channels, stem
-        )
+        make_activation = activation_factory(activation, **(activation_args or {}))
+        self.model = build_resnet34(num_classes, make_activation, in_channels, stem)
         self.train_metrics = _stage_metrics(num_classes, "train/")
         self.val_metrics = _stage_metrics(num_classes, "val/")
         self.test_metrics = _stage_metrics(num_classes, "test/")
