@@ -273,3 +273,40 @@ def test_ddp_ranks_hold_identical_recalibrated_buffers(tmp_path: Path) -> None:
     # Pooled: each rank recalibrated on its own 3 batches; they hold the average over 6.
     assert set(ranks[0]["tracked"]) == {6}
     assert ranks[0]["local"] != ranks[1]["local"]  # the ranks' own averages did differ
+
+
+def test_iterating_a_loader_inside_preserved_rng_moves_no_random_stream() -> None:
+    import random
+
+    import numpy as np
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    from dsrelu_lightning.training.bn_stats import loader_batches, preserved_rng
+
+    dataset = TensorDataset(torch.arange(20.0))
+    generator = torch.Generator().manual_seed(5)
+    loader = DataLoader(dataset, batch_size=4, sampler=RandomSampler(dataset, generator=generator))
+
+    def draws() -> tuple[float, float, float, float]:
+        return (
+            float(torch.rand(())),
+            float(np.random.rand()),
+            random.random(),
+            float(torch.rand((), generator=generator)),
+        )
+
+    states = (
+        torch.get_rng_state(),
+        np.random.get_state(),
+        random.getstate(),
+        generator.get_state(),
+    )
+    expected = draws()
+    torch.set_rng_state(states[0])
+    np.random.set_state(states[1])
+    random.setstate(states[2])
+    generator.set_state(states[3])
+    with preserved_rng(torch.device("cpu"), loader):
+        assert len(list(loader_batches(loader, 3))) == 3
+        draws()
+    assert draws() == expected

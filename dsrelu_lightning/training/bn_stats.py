@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
@@ -57,9 +57,12 @@ def preserved_rng(device: torch.device, loader: Any = None) -> Iterator[None]:
     """
     python_state, numpy_state = random.getstate(), np.random.get_state()
     generator_states = [(g, g.get_state()) for g in _generators(loader)]
-    cuda = [device] if device.type == "cuda" else []
-    with ExitStack() as stack:
-        stack.enter_context(torch.random.fork_rng(devices=cuda))
+    cuda = (
+        []
+        if device.type != "cuda"
+        else [torch.cuda.current_device() if device.index is None else device.index]
+    )
+    with torch.random.fork_rng(devices=cuda):
         try:
             yield
         finally:
