@@ -239,13 +239,13 @@ def _record(
     cell: Cell,
     cli: Any,
     args: Sequence[str],
+    rows: Sequence[Mapping[str, float]],
     diverged: str | None,
     test: dict[str, float] | None,
     resumed_from: int | None,
     wall_time_s: float,
     keep_checkpoints: KeepCheckpoints,
 ) -> CellRecord:
-    rows = _rows(cli)
     best = best_row(rows)
     model = cli.config["model"]
     early_stop = [_stop_reason(cb) for cb in cli.trainer.callbacks if isinstance(cb, EarlyStopping)]
@@ -333,9 +333,13 @@ def _run_locked(
         cli.trainer.callbacks.append(_KeepStopped())
         last = directory / "checkpoints" / "last.ckpt" if resumed_from is not None else None
         diverged = _fit(cli, last)
-        test = _test_metrics(cli) if best_row(_rows(cli)) else None
+        # Before testing: testing "best" restores MetricsHistory's state from that checkpoint.
+        rows = list(_rows(cli))
+        test = _test_metrics(cli) if best_row(rows) else None
         elapsed = time.perf_counter() - start
-        record = _record(cell, cli, args, diverged, test, resumed_from, elapsed, keep_checkpoints)
+        record = _record(
+            cell, cli, args, rows, diverged, test, resumed_from, elapsed, keep_checkpoints
+        )
         record.write(directory)
     finally:
         del cli
