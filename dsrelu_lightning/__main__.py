@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from dsrelu_lightning.study.benchmark import benchmark_main, cv_main
+from dsrelu_lightning.study.commands import benchmark_main, cv_main
 from dsrelu_lightning.study.report import report_main
 from dsrelu_lightning.training.cli import PROG, build_cli, report_user_errors
 from dsrelu_lightning.training.noise import silence_third_party_noise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import functools
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import redirect_stdout
+from inspect import signature
 from pathlib import Path
 
 import pytest
@@ -23,9 +25,10 @@ import yaml
 
 from dsrelu_lightning import ResNetClassifier
 from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.study import benchmark
-from dsrelu_lightning.study.benchmark import cell_args, run_benchmark, run_cell
+from dsrelu_lightning.study import record
+from dsrelu_lightning.study.cell import cell_args, run_cell
 from dsrelu_lightning.study.grid import (
     Cell,
     Variant,
@@ -37,7 +40,9 @@ from dsrelu_lightning.study.grid import (
     select_variants,
     shard_cells,
 )
+from dsrelu_lightning.study.runner import inspect_config, run_benchmark
 from dsrelu_lightning.training.cli import build_cli
+from dsrelu_lightning.training.preflight import changed_keys, config_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "digits.yaml")
@@ -287,6 +292,48 @@ def test_seeds_multiply_the_cells_and_name_their_folders() -> None:
     assert {c.seed for c in shard_cells(cells, 0, 3)} == {42, 43}
 
 
+def test_inspecting_a_config_parses_it_and_builds_no_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built_models = []
+    original = ResNetClassifier.__init__
+
+    @functools.wraps(original)  # the parser reads the signature through __wrapped__
+    def built(self: ResNetClassifier, *args: object, **kwargs: object) -> None:
+        built_models.append(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResNetClassifier, "__init__", built)
+    info = inspect_config(DIGITS, ["--data.init_args.num_folds", "3", "--model.activation", "mish"])
+    assert (info.num_folds, info.seed, info.activation) == (3, 42, "mish")
+    # A config without num_folds gets the data module's default, from its signature.
+    config = tmp_path / "digits.yaml"
+    config.write_text(Path(DIGITS).read_text().replace("    num_folds: 5\n", ""))
+    assert "num_folds" not in config.read_text()
+    default = signature(KFoldDataModule.__init__).parameters["num_folds"].default
+    assert inspect_config(config).num_folds == default
+    with pytest.raises(ConfigurationError, match="fast_dev_run records no epochs"):
+        inspect_config(DIGITS, ["--trainer.fast_dev_run", "true"])
+    with pytest.raises(ConfigurationError, match=r"\(0, 90\)"):
+        inspect_config(DIGITS, ["--model.activation_args", '{"initial_angle": 95}'])
+    assert built_models == []
+
+
+def test_a_key_added_to_the_cli_after_a_cell_ran_counts_only_off_its_default() -> None:
+    saved = {"model": {"lr": 0.001}, "old": None}
+    current = {"model": {"lr": 0.001}, "new_callback": {"enabled": False, "n": 200}}
+    defaults = {"new_callback": {"enabled": False, "n": 200}, "model": {"lr": 0.001}}
+    assert changed_keys(saved, current, defaults) == []
+    changed = {**current, "new_callback": {"enabled": True, "n": 200}}
+    assert changed_keys(saved, changed, defaults) == ["new_callback.enabled"]
+    assert changed_keys(saved, current) == ["new_callback.enabled", "new_callback.n"]
+    # A key the saved config has is compared, whatever the default.
+    assert changed_keys({"model": {"lr": 0.1}}, {"model": {"lr": 0.001}}, defaults) == ["model.lr"]
+    assert config_difference(saved, changed, ("model", "new_callback")) == (
+        "new_callback.enabled: None != True"
+    )
+
+
 def test_cv_labels_non_default_activation_args() -> None:
     assert cv_label("dsrelu", None) == "dsrelu"
     assert cv_label("DSReLU", {"initial_angle": 85, "final_angle": 10.0}) == "dsrelu"
@@ -436,7 +483,7 @@ def test_another_dsrelu_setting_under_the_same_label_is_refused(sharded: dict) -
     # What `cv --model.activation_args ...` labelled "dsrelu" did before cv_label: reuse
     # the default-angle cells.
     variant = Variant("dsrelu", "dsrelu", {"initial_angle": 75, "final_angle": 30})
-    with pytest.raises(ConfigurationError, match=r"\(model\.activation_args changed\)"):
+    with pytest.raises(ConfigurationError, match=r"\(model\.activation_args\.final_angle, "):
         run_benchmark(sharded["output"], {"digits": DIGITS}, [variant], [0], sharded["overrides"])
 
 
@@ -474,9 +521,13 @@ def test_an_old_layout_cell_is_reused_as_the_seed_it_ran_with(
         old = output / "digits" / label / "fold0"
         (output / "digits" / label / "seed42" / "fold0").rename(old)
         (output / "digits" / label / "seed42").rmdir()
-        record = result(old)
-        del record["seed"]
-        (old / "result.json").write_text(json.dumps(record))
+        data = result(old)
+        del data["seed"]
+        (old / "result.json").write_text(json.dumps(data))
+        # A key the CLI gained after the cell ran, at its default: not a difference.
+        saved = yaml.safe_load((old / "config.yaml").read_text())
+        del saved["slope_scheduler"]["granularity"]
+        (old / "config.yaml").write_text(yaml.safe_dump(saved))
     before = sorted(p.stat().st_mtime_ns for p in output.glob("**/result.json"))
     command = [str(output) if arg == str(sharded["output"]) else arg for arg in sharded["command"]]
     log = run_main(command)
@@ -514,12 +565,12 @@ def test_two_labels_two_seeds_two_folds_make_eight_cells(seeded: dict) -> None:
     assert len(records) == 8
     cells = {(r["label"], r["seed"], r["fold"]) for r in records.values()}
     assert len(cells) == 8 and {seed for _, seed, _ in cells} == {42, 43}
-    for folder, record in records.items():
+    for folder, data in records.items():
         assert folder.relative_to(seeded["output"]) == Path(
-            "digits", record["label"], f"seed{record['seed']}", f"fold{record['fold']}"
+            "digits", data["label"], f"seed{data['seed']}", f"fold{data['fold']}"
         )
-        assert record["config"]["seed_everything"] == record["seed"]
-        assert record["config"]["data"]["init_args"]["seed"] == record["seed"]
+        assert data["config"]["seed_everything"] == data["seed"]
+        assert data["config"]["data"]["init_args"]["seed"] == data["seed"]
 
 
 def test_a_variants_overrides_reach_its_cells_and_the_report(seeded: dict) -> None:
@@ -569,7 +620,7 @@ def test_early_stopped_cell_resumes_without_training_on(
         raise _KilledBeforeTheResult
 
     with monkeypatch.context() as patch:
-        patch.setattr(benchmark, "atomic_write_json", killed)
+        patch.setattr(record, "atomic_write_json", killed)
         with pytest.raises(_KilledBeforeTheResult):
             main(command)
     cell_dir = tmp_path / "digits" / "relu" / "seed42" / "fold0"

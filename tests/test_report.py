@@ -13,6 +13,7 @@ import pytest
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.atomic import atomic_write_json, atomic_write_text
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.study.record import CellRecord
 from dsrelu_lightning.study.report import write_report
 from dsrelu_lightning.study.significance import TEST_COLUMNS
 from dsrelu_lightning.study.stats import compare_paired, holm
@@ -49,31 +50,34 @@ def fake_cell(
         }
         for stage in ("train", "val", "test")
     }
-    result = {
-        "dataset": dataset,
-        "label": label,
-        "activation": activation,
-        "activation_args": {"initial_angle": 75, "final_angle": 30} if "75" in label else None,
-        "fold": fold,
-        "num_folds": 5,
-        "status": status,
-        "stop_reason": "max_epochs",
-        "best_epoch": epochs - 1,
-        "epochs_run": epochs,
-        **metrics,
-        "mean_epoch_time_s": float(rng.uniform(1, 2)),
-        "wall_time_s": 10.0,
-        "config": {
+    record = CellRecord(
+        dataset=dataset,
+        label=label,
+        fold=fold,
+        seed=seed,
+        activation=activation,
+        activation_args={"initial_angle": 75, "final_angle": 30} if "75" in label else None,
+        num_folds=5,
+        status=status,
+        stop_reason="max_epochs",
+        best_epoch=epochs - 1,
+        epochs_run=epochs,
+        stages=metrics,
+        mean_epoch_time_s=float(rng.uniform(1, 2)),
+        wall_time_s=10.0,
+        config={
             "trainer": {"max_epochs": epochs},
             "model": {"lr": 0.001},
             "seed_everything": 42 if seed is None else seed,
         },
-    }
+    )
     folder = output / dataset / label / f"fold{fold}"
     if seed is not None:
-        result["seed"] = seed
         folder = output / dataset / label / f"seed{seed}" / f"fold{fold}"
-    atomic_write_json(folder / "result.json", result)
+    data = record.to_json()
+    if seed is None:
+        del data["seed"]  # as the single-seed layout's records were written
+    atomic_write_json(folder / "result.json", data)
     rows = ["epoch,step,dsrelu/slope,val/acc,val/f1,val/loss,val_ema/acc,bn/stale_ratio"]
     for epoch in range(epochs):
         slope = f"{10 - epoch:.1f}" if activation == "dsrelu" else ""
@@ -82,7 +86,7 @@ def fake_cell(
             f"{epoch},{epoch * 2},{slope},{rng.uniform()},{rng.uniform()},{rng.uniform()},{ema}"
         )
     atomic_write_text(folder / "epoch_metrics.csv", "\n".join(rows) + "\n")
-    return result
+    return data
 
 
 @pytest.fixture
@@ -357,7 +361,7 @@ def test_bad_result_folders_raise_configuration_errors(tmp_path: Path) -> None:
     fake_cell(tmp_path / "b", "digits", "relu", 0, rng)
     with pytest.raises(ConfigurationError, match="are both digits/relu/seed 42/fold 0"):
         write_report(tmp_path)
-    (tmp_path / "b" / "digits" / "relu" / "fold0" / "result.json").write_text("{trunc")
+    (tmp_path / "b" / "digits" / "relu" / "seed42" / "fold0" / "result.json").write_text("{trunc")
     with pytest.raises(ConfigurationError, match="is not a readable benchmark result"):
         write_report(tmp_path)
     assert not (tmp_path / "summary.md").exists()

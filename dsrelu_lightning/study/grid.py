@@ -16,7 +16,8 @@ the labelled variants to compare, and optionally the folds::
 Every key is optional except that the grid must define at least one label. A variant's
 ``overrides`` map dotted LightningCLI keys to values; they are passed to each of its cells
 after the command line's overrides (``--slope_scheduler.granularity step``). Keys the grid
-sets per cell (:data:`CELL_KEYS`), the model selection's keys (:data:`SELECTION`) and the
+sets per cell (:data:`~dsrelu_lightning.study.keys.CELL_KEYS`), the model selection's keys
+(:data:`~dsrelu_lightning.study.keys.SELECTION`) and the
 activation's own keys (use ``activation``/``activation_args``) are refused.
 
 Cells are ``dataset x label x seed x fold``: each seed sets both the fold assignment
@@ -42,18 +43,13 @@ from dsrelu_lightning.nn.activations import (
     activation_factory,
     canonical_activation_name,
 )
+from dsrelu_lightning.study.keys import ACTIVATION_KEYS, CELL_KEYS, check_override_key
 
 __all__ = [
-    "ACTIVATION_KEYS",
-    "CELL_KEYS",
     "PAPER_ACTIVATIONS",
-    "RESULT_FILE",
-    "SELECTION",
-    "SELECTION_RULE",
     "Cell",
     "Grid",
     "Variant",
-    "check_override_key",
     "cv_label",
     "grid_cells",
     "load_grid",
@@ -67,42 +63,9 @@ __all__ = [
 PAPER_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "mish", "dsrelu")
 """The six activations of the DSReLU study, in the order of its tables."""
 
-RESULT_FILE = "result.json"
-"""Written atomically into a cell's folder when the cell has finished."""
-
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _GRID_KEYS = ("datasets", "folds", "activations", "variants")
 _VARIANT_KEYS = ("activation", "activation_args", "overrides")
-
-CELL_KEYS = (
-    "data.fold_index",
-    "data.init_args.fold_index",
-    "data.seed",
-    "data.init_args.seed",
-    "seed_everything",
-    "trainer.default_root_dir",
-    "trainer.logger",
-    "checkpoint.dirpath",
-)
-"""Keys the grid sets for every cell; an override of them would be silently replaced."""
-
-ACTIVATION_KEYS = ("model.activation", "model.activation_args")
-"""Keys a labelled variant sets (from its ``activation`` and ``activation_args``)."""
-
-SELECTION = {
-    "checkpoint.monitor": "val/loss",
-    "checkpoint.mode": "min",
-    "checkpoint.save_top_k": 1,
-    "checkpoint.save_last": True,
-    "early_stopping.monitor": "val/loss",
-}
-"""Selection, the tested checkpoint and resuming rely on these values."""
-
-SELECTION_RULE = (
-    "benchmark cells report and test the checkpoint of their lowest val/loss and resume from "
-    "last.ckpt, so checkpoint and early stopping must stay on val/loss (checkpoint mode min, "
-    "save_top_k 1, save_last true)"
-)
 
 
 @dataclass(frozen=True)
@@ -264,40 +227,6 @@ def make_variant(label: object, spec: object, source: str) -> Variant:
         dict(args) if args is not None else None,
         {str(k): v for k, v in overrides.items()},
     )
-
-
-def check_override_key(
-    key: str, grid_keys: Sequence[str], where: str = "", whole_sections: bool = False
-) -> None:
-    """Refuse an override of a key the grid sets per cell or the model selection needs.
-
-    ``where`` prefixes the message (e.g. the variant); ``whole_sections`` also refuses a
-    section holding such a key (``trainer``, ``checkpoint``), whose value would replace it.
-    """
-    prefix = f"{where} " if where else ""
-    for reserved in (*grid_keys, *SELECTION):
-        if not (
-            key == reserved
-            or key.startswith(reserved + ".")
-            or (whole_sections and reserved.startswith(key + "."))
-        ):
-            continue
-        if reserved.startswith(key + "."):
-            raise ConfigurationError(
-                f"{prefix}--{key} is a whole section holding --{reserved}, which the grid "
-                f"fixes; give dotted keys such as {key}.<name>"
-            )
-        if reserved in SELECTION:
-            raise ConfigurationError(f"{prefix}--{key} cannot be overridden: {SELECTION_RULE}")
-        if reserved in ACTIVATION_KEYS and where:
-            raise ConfigurationError(
-                f"{prefix}--{key} is the variant's own: set 'activation' and 'activation_args'"
-            )
-        raise ConfigurationError(
-            f"{prefix}--{key} is set per cell by the grid and cannot be overridden: "
-            "choose activations with --activations or a --grid file's variants, seeds with "
-            "--seeds, folds with --folds and the output folder with --output"
-        )
 
 
 def load_grid(path: str | Path) -> Grid:

@@ -19,8 +19,9 @@ from typing import Any
 from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study.command_parser import CommandParser
-from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS, RESULT_FILE
+from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS
 from dsrelu_lightning.study.markdown import markdown_table as _table
+from dsrelu_lightning.study.record import RESULT_FILE, CellRecord
 from dsrelu_lightning.study.report_figures import write_figures
 from dsrelu_lightning.study.significance import (
     ACROSS,
@@ -73,35 +74,35 @@ PROTOCOL = (
 
 @dataclass(frozen=True)
 class CellResult:
-    """One cell's ``result.json`` and where it lies."""
+    """One cell's record (its ``result.json``) and where it lies."""
 
     path: Path
-    data: Mapping[str, Any]
+    record: CellRecord
+
+    @cached_property
+    def data(self) -> Mapping[str, Any]:
+        """The record as its ``result.json`` mapping."""
+        return self.record.to_json()
 
     @property
     def dataset(self) -> str:
-        return str(self.data["dataset"])
+        return self.record.dataset
 
     @property
     def label(self) -> str:
-        return str(self.data["label"])
+        return self.record.label
 
     @property
     def fold(self) -> int:
-        return int(self.data["fold"])
+        return int(self.record.fold)
 
     @property
     def seed(self) -> Any:
-        """The cell's seed; a record of the single-seed layout has it in its config only."""
-        if "seed" in self.data:
-            return self.data["seed"]
-        return (self.data.get("config") or {}).get("seed_everything")
+        return self.record.seed
 
     def value(self, stage: str, metric: str) -> float | None:
-        """``stage`` (train/val/test) ``metric`` (acc/f1/auroc/loss) at the best epoch."""
-        values = self.data.get(stage) or {}
-        value = values.get(metric)
-        return None if value is None else float(value)
+        """``stage`` (train/val/test ...) ``metric`` (acc/f1/auroc/loss) at the best epoch."""
+        return self.record.value(stage, metric)
 
     @cached_property
     def history(self) -> list[dict[str, float]]:
@@ -124,7 +125,7 @@ def load_results(output: str | Path) -> list[CellResult]:
     results: dict[tuple[str, str, int | None, int], CellResult] = {}
     for path in sorted(output.glob(f"**/{RESULT_FILE}")):
         try:
-            result = CellResult(path, json.loads(path.read_text(encoding="utf-8")))
+            result = CellResult(path, CellRecord.read(path))
             key = (result.dataset, result.label, cell_seed(result), result.fold)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(

@@ -36,7 +36,7 @@ from dsrelu_lightning.training.preflight import (
 from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
 from dsrelu_lightning.training.user_errors import report_user_errors
 
-__all__ = ["DSReLUCLI", "build_cli", "main", "report_user_errors"]
+__all__ = ["DSReLUCLI", "build_cli", "main", "parse_config", "report_user_errors"]
 
 PROG = "python -m dsrelu_lightning"
 EVALUATIONS = ("validate", "test", "predict")
@@ -315,7 +315,30 @@ def _subcommand_help(name: str) -> dict[str, str]:
     return {"usage": usage, "epilog": epilog}
 
 
-def build_cli(args: Sequence[str] | None = None, run: bool = True) -> DSReLUCLI:
+class _ParseOnly(DSReLUCLI):
+    """DSReLUCLI up to its parsed config: no seeding, nothing instantiated."""
+
+    def _set_seed(self) -> None:  # seeding is a side effect of running, not of parsing
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def parse_config(args: Sequence[str]) -> tuple[LightningArgumentParser, Any]:
+    """The CLI's parser (no subcommands) and its resolved, validated config of ``args``.
+
+    Builds no model, data module or trainer: what a grid needs to read a config (its
+    folds, seed, activation) and to parse each cell's arguments with the same parser.
+    Parse errors raise ``argparse.ArgumentError`` as in :func:`build_cli`.
+    """
+    cli = build_cli(args, run=False, cli_class=_ParseOnly)
+    return cli.parser, cli.config
+
+
+def build_cli(
+    args: Sequence[str] | None = None, run: bool = True, cli_class: type[DSReLUCLI] = DSReLUCLI
+) -> DSReLUCLI:
     """Build (and by default run) the CLI on ``args`` (``sys.argv[1:]`` when None).
 
     Parse errors raise ``argparse.ArgumentError`` instead of printing the whole usage,
@@ -323,7 +346,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> DSReLUCLI:
     """
     quiet = {"exit_on_error": False, "formatter_class": ShortHelpFormatter}
     subcommands = {name: {**quiet, **_subcommand_help(name)} for name in DSReLUCLI.subcommands()}
-    return DSReLUCLI(
+    return cli_class(
         ResNetClassifier,
         KFoldDataModule,
         subclass_mode_data=True,

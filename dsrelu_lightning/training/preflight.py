@@ -15,6 +15,7 @@ import yaml
 from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = [
+    "changed_keys",
     "check_checkpoint",
     "check_output_dir",
     "config_difference",
@@ -111,6 +112,28 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
     return {} if value is None else {prefix: value}
 
 
+def changed_keys(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, sorted.
+
+    Unset (None) values count as absent on both sides. With ``defaults`` (a resolved
+    config of the CLI's defaults), a key absent from ``saved`` whose current value is its
+    default does not count: it was added to the CLI after ``saved`` was written, and
+    its default is what that run had.
+    """
+    old, new = _flatten(saved, ""), _flatten(current, "")
+    default = _flatten(defaults, "") if defaults is not None else {}
+    return [
+        key[1:]
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+        and not (key not in old and key in default and default[key] == new.get(key))
+    ]
+
+
 def config_difference(
     saved: Mapping[str, Any], current: Mapping[str, Any], sections: tuple[str, ...]
 ) -> str | None:
@@ -119,8 +142,14 @@ def config_difference(
     Unset (None) values count as absent on both sides.
     """
     for section in sections:
-        old, new = _flatten(saved.get(section), section), _flatten(current.get(section), section)
-        for key in sorted(old.keys() | new.keys()):
-            if old.get(key) != new.get(key):
-                return f"{key}: {old.get(key)!r} != {new.get(key)!r}"
+        for key in changed_keys({section: saved.get(section)}, {section: current.get(section)}):
+            old, new = _lookup(saved, key), _lookup(current, key)
+            return f"{key}: {old!r} != {new!r}"
     return None
+
+
+def _lookup(config: Mapping[str, Any], key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value

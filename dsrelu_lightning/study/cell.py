@@ -1,0 +1,349 @@
+"""One grid cell's life: its ``fit`` arguments, lock, stale-folder clean-up, resume, record.
+
+A cell is exactly ``python -m dsrelu_lightning fit --config <config> <overrides> <cell
+args>`` (see :func:`cell_args`; its ``result.json`` records the command), run in its own
+folder with its TensorBoard logs, config.yaml, epoch_metrics.csv, checkpoints/ and, once
+finished, ``result.json`` (written atomically). A cell with a ``result.json`` is reused
+only when its saved ``config.yaml`` matches the config of this run; one without resumes
+from its own ``checkpoints/last.ckpt``, or starts afresh when there is none. A cell is run
+under an exclusive lock on its ``.lock`` file: a cell another process runs is left alone.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import pickle
+import shlex
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.cli import SaveConfigCallback
+
+from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
+from dsrelu_lightning.study.grid import Cell
+from dsrelu_lightning.study.lock import cell_lock, clear_folder
+from dsrelu_lightning.study.record import (
+    METRICS,
+    RESULT_FILE,
+    CellRecord,
+    best_row,
+    epoch_stages,
+    run_context,
+)
+from dsrelu_lightning.training.callbacks import MetricsHistory
+from dsrelu_lightning.training.cli import build_cli
+from dsrelu_lightning.training.preflight import changed_keys
+
+__all__ = [
+    "COSMETIC_KEYS",
+    "KEEP_CHECKPOINTS",
+    "SAVED_CONFIG",
+    "CellOutcome",
+    "KeepCheckpoints",
+    "cell_args",
+    "check_unchanged",
+    "prune_checkpoints",
+    "resolved",
+    "run_cell",
+]
+
+SAVED_CONFIG = "config.yaml"
+"""SaveConfigCallback's config_filename, which build_cli keeps."""
+
+COSMETIC_KEYS = frozenset(
+    {
+        "trainer.default_root_dir",
+        "trainer.logger.init_args.save_dir",
+        "checkpoint.dirpath",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+    }
+)
+"""Keys of a cell's config that do not change its result: where its folder lies (the same
+cell, its output given by a relative or absolute path) and what the console shows."""
+
+CellOutcome = Literal["skipped", "finished", "resumed", "busy"]
+# What a finished cell keeps of its checkpoints (~250 MB each for ResNet-34 with Adam):
+# last.ckpt only serves a resume, so by default only the best epoch's stays.
+KeepCheckpoints = Literal["best", "all", "none"]
+KEEP_CHECKPOINTS: tuple[str, ...] = get_args(KeepCheckpoints)
+
+
+def cell_args(
+    cell: Cell, output: str | Path, overrides: Sequence[str], seed: int | bool = 42
+) -> list[str]:
+    """The LightningCLI arguments (without ``fit``) of ``cell``'s run.
+
+    The cell's seed sets ``seed_everything`` and the fold assignment
+    (``data.init_args.seed``); a cell without one uses ``seed`` for ``seed_everything``
+    and the config's fold assignment.
+    """
+    directory = str(cell.directory(output))
+    seeds = ["--seed_everything", json.dumps(seed if cell.seed is None else cell.seed)]
+    if cell.seed is not None:
+        seeds += ["--data.init_args.seed", str(cell.seed)]
+    logger = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": directory, "name": "", "version": ""},
+    }
+    return [
+        "--config",
+        str(cell.config),
+        *overrides,
+        *cell.variant.cli_args(),
+        "--data.init_args.fold_index",
+        str(cell.fold),
+        *seeds,
+        "--trainer.default_root_dir",
+        directory,
+        "--trainer.logger",
+        json.dumps(logger),
+        "--checkpoint.dirpath",
+        str(Path(directory) / "checkpoints"),
+    ]
+
+
+def _build_cli(args: Sequence[str]) -> Any:
+    with warnings.catch_warnings():
+        # Each cell passes its own args while sys.argv still holds the grid command's.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return build_cli(args, run=False)
+
+
+class _KeepStopped(Callback):
+    """End a resumed fit at once when the restored EarlyStopping had already stopped it.
+
+    Lightning restores EarlyStopping's state but not ``trainer.should_stop``, so a fit
+    resumed after an early stop would train on (and could find a new best epoch).
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if any(_stop_reason(cb) for cb in trainer.callbacks if isinstance(cb, EarlyStopping)):
+            trainer.should_stop = True
+
+
+def _stop_reason(early_stopping: EarlyStopping) -> str | None:
+    reason = getattr(early_stopping, "stopping_reason", None)
+    if reason is None or reason.value == 0:  # NOT_STOPPED
+        return None
+    return early_stopping.stopping_reason_message or reason.name.lower()
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch ``path`` was saved at, or None when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError):
+        print(f"  {path} is unreadable: starting the cell afresh", flush=True)
+        return None
+    return int(checkpoint.get("epoch", 0))
+
+
+def resolved(parser: Any, config: Any) -> dict[str, Any]:
+    """``config`` as the cell's saved config.yaml holds it (SaveConfigCallback's dump)."""
+    return yaml.safe_load(parser.dump(config, skip_none=False))
+
+
+def defaults(parser: Any, config: Any) -> dict[str, Any]:
+    """The CLI's defaults for ``config``'s data class, resolved as a saved config is."""
+    try:
+        return resolved(parser, parser.parse_args(["--data.class_path", config.data.class_path]))
+    except Exception:
+        return resolved(parser, parser.get_defaults())
+
+
+def check_unchanged(
+    cell: Cell,
+    directory: Path,
+    now: Mapping[str, Any],
+    finished: bool,
+    default: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse to reuse ``cell``'s folder when the config saved there differs from ``now``.
+
+    Cosmetic keys (:data:`COSMETIC_KEYS`) do not count, nor keys the CLI gained after the
+    cell ran that hold their ``default`` value; a folder without a saved config has
+    nothing to compare.
+    """
+    saved = directory / SAVED_CONFIG
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    changed = [k for k in changed_keys(before, now, default) if k not in COSMETIC_KEYS]
+    if not changed:
+        return
+    keys = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+    if finished:
+        raise ConfigurationError(
+            f"cell {cell.name} finished with another configuration ({keys} changed), so its "
+            "result is not this command's: rerun with the original arguments, or use another "
+            "--output for the new settings"
+        )
+    raise ConfigurationError(
+        f"cell {cell.name} was started with another configuration ({keys} changed): rerun "
+        f"with the original arguments, or delete {str(directory)!r} to start that cell afresh"
+    )
+
+
+def _check_cli_unchanged(cli: Any, cell: Cell, directory: Path, finished: bool) -> None:
+    now = resolved(cli.parser, cli.config)
+    check_unchanged(cell, directory, now, finished, defaults(cli.parser, cli.config))
+
+
+def _fit(cli: Any, ckpt_path: Path | None) -> str | None:
+    """Fit as LightningCLI's ``fit`` subcommand does (with its before/after hooks).
+
+    Returns the message of a training divergence (a finished, if failed, run), else None.
+    """
+    before, after = getattr(cli, "before_fit", None), getattr(cli, "after_fit", None)
+    if callable(before):
+        before()
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    except TrainingDivergedError as exc:
+        return str(exc)
+    if callable(after):
+        after()
+    return None
+
+
+def _test_metrics(cli: Any) -> dict[str, float] | None:
+    """Test metrics of the best checkpoint, where the data module has a test set."""
+    checkpoint = cli.trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.best_model_path:
+        return None
+    cli.datamodule.setup("test")
+    if getattr(cli.datamodule, "test_dataset", None) is None:
+        return None
+    (logged,) = cli.trainer.test(
+        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
+    )
+    return {name: float(logged[f"test/{name}"]) for name in METRICS if f"test/{name}" in logged}
+
+
+def _rows(cli: Any) -> list[dict[str, float]]:
+    return next(cb for cb in cli.trainer.callbacks if isinstance(cb, MetricsHistory)).rows
+
+
+def _record(
+    cell: Cell,
+    cli: Any,
+    args: Sequence[str],
+    rows: Sequence[Mapping[str, float]],
+    diverged: str | None,
+    test: dict[str, float] | None,
+    resumed_from: int | None,
+    wall_time_s: float,
+    keep_checkpoints: KeepCheckpoints,
+) -> CellRecord:
+    best = best_row(rows)
+    model = cli.config["model"]
+    early_stop = [_stop_reason(cb) for cb in cli.trainer.callbacks if isinstance(cb, EarlyStopping)]
+    times = [r["time/epoch_s"] for r in rows if r.get("time/epoch_s") is not None]
+    checkpoint = cli.trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint else None
+    return CellRecord(
+        dataset=cell.dataset,
+        label=cell.variant.label,
+        fold=cell.fold,
+        seed=cli.config["seed_everything"],
+        activation=str(model["activation"]),
+        activation_args=model.get("activation_args"),
+        overrides=dict(cell.variant.overrides),
+        num_folds=int(cli.datamodule.num_folds),
+        status="diverged" if diverged else "finished",
+        stop_reason=diverged or next((r for r in early_stop if r), None) or "max_epochs",
+        best_epoch=int(best["epoch"]) if best else None,
+        epochs_run=len(rows),
+        stages={**epoch_stages(rows), "test": test},
+        mean_epoch_time_s=sum(times) / len(times) if times else None,
+        wall_time_s=wall_time_s,
+        resumed_from_epoch=resumed_from,
+        best_checkpoint=Path(best_path).name if best_path and keep_checkpoints != "none" else None,
+        command="python -m dsrelu_lightning fit " + shlex.join(args),
+        config=json.loads(cli.parser.dump(cli.config, format="json", skip_none=False)),
+        **run_context(cli.trainer),
+    )
+
+
+def prune_checkpoints(directory: Path, keep: KeepCheckpoints) -> None:
+    """Delete the checkpoints a finished cell no longer needs (see ``KeepCheckpoints``)."""
+    if keep == "all":
+        return
+    pattern = "last*.ckpt" if keep == "best" else "*.ckpt"
+    for path in (directory / "checkpoints").glob(pattern):
+        path.unlink(missing_ok=True)
+
+
+def run_cell(
+    cell: Cell,
+    output: str | Path,
+    overrides: Sequence[str] = (),
+    seed: int | bool = 42,
+    keep_checkpoints: KeepCheckpoints = "best",
+) -> CellOutcome:
+    """Run ``cell`` to its ``result.json``: skip it if finished, resume it if interrupted.
+
+    Once ``result.json`` is written, the checkpoints ``keep_checkpoints`` does not keep
+    are deleted (a kill in between leaves them for the next run to delete).
+
+    Returns ``"busy"``, touching nothing, while another process runs the cell (holds its
+    lock). A finished or interrupted cell whose saved config differs from this run's
+    raises ConfigurationError.
+    """
+    directory = cell.directory(output)
+    with cell_lock(directory) as locked:
+        if not locked:
+            return "busy"
+        args = cell_args(cell, output, overrides, seed)
+        outcome = _run_locked(cell, directory, args, keep_checkpoints)
+        prune_checkpoints(directory, keep_checkpoints)
+        return outcome
+
+
+def _run_locked(
+    cell: Cell, directory: Path, args: Sequence[str], keep_checkpoints: KeepCheckpoints
+) -> CellOutcome:
+    start = time.perf_counter()
+    finished = (directory / RESULT_FILE).is_file()  # e.g. by another process meanwhile
+    resumed_from = None if finished else _checkpoint_epoch(directory / "checkpoints" / "last.ckpt")
+    if not finished and resumed_from is None:
+        clear_folder(directory)  # killed before its first checkpoint: nothing to keep
+    cli = _build_cli(args)
+    try:
+        if finished:
+            _check_cli_unchanged(cli, cell, directory, finished=True)
+            return "skipped"
+        if resumed_from is not None:
+            _check_cli_unchanged(cli, cell, directory, finished=False)
+            for callback in cli.trainer.callbacks:
+                if isinstance(callback, SaveConfigCallback):
+                    callback.overwrite = True  # the resumed fit rewrites the same config
+            print(f"  resuming from checkpoints/last.ckpt (epoch {resumed_from})", flush=True)
+        cli.trainer.callbacks.append(_KeepStopped())
+        last = directory / "checkpoints" / "last.ckpt" if resumed_from is not None else None
+        diverged = _fit(cli, last)
+        # Before testing: testing "best" restores MetricsHistory's state from that checkpoint.
+        rows = list(_rows(cli))
+        test = _test_metrics(cli) if best_row(rows) else None
+        elapsed = time.perf_counter() - start
+        record = _record(
+            cell, cli, args, rows, diverged, test, resumed_from, elapsed, keep_checkpoints
+        )
+        record.write(directory)
+    finally:
+        del cli
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return "finished" if resumed_from is None else "resumed"
