@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import TinyTrainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
@@ -202,7 +203,7 @@ def test_noise_filters_drop_third_party_messages_only(caplog: pytest.LogCaptureF
 
 
 def test_default_callbacks_match_the_cli_and_write_epoch_metrics(
-    tmp_path: Path, tiny_trainer_kwargs: dict
+    tmp_path: Path, tiny: TinyTrainer
 ) -> None:
     cli = build_cli(["--config", CONFIG], run=False)
     callbacks = default_callbacks()
@@ -216,7 +217,7 @@ def test_default_callbacks_match_the_cli_and_write_epoch_metrics(
         for name in ("monitor", "patience", "filename", "save_last", "auto_insert_metric_name"):
             assert getattr(ours, name, None) == getattr(theirs, name, None), name
 
-    kwargs = {**tiny_trainer_kwargs, "max_epochs": 1, "enable_checkpointing": True}
+    kwargs = {**tiny.kwargs(), "max_epochs": 1, "enable_checkpointing": True}
     trainer = pl.Trainer(**kwargs, callbacks=default_callbacks())
     model = ResNetClassifier(num_classes=10, in_channels=1, stem="cifar")
     trainer.fit(model, datamodule=DigitsDataModule(data_dir=str(tmp_path / "data"), batch_size=32))

@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TinyTrainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -66,11 +67,11 @@ def test_recalibrated_buffers_equal_a_cumulative_average_of_the_batch_statistics
 
 
 def test_the_callback_recalibrates_from_the_epochs_first_training_batches(
-    tiny_trainer_kwargs: dict,
+    tiny: TinyTrainer,
 ) -> None:
     model, data = _model(), DigitsDataModule(batch_size=16)
     callbacks = [SlopeScheduler(), PreciseBN(enabled=True, num_batches=5, log_ema=False)]
-    trainer = pl.Trainer(max_epochs=1, callbacks=callbacks, **tiny_trainer_kwargs)
+    trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=1))
     trainer.fit(model, data)
     assert "val/acc" in trainer.callback_metrics
     assert not any(k.startswith("val_ema/") for k in trainer.callback_metrics)
@@ -110,13 +111,13 @@ class Recorder(Callback):
 
 
 def test_training_is_unchanged_and_val_ema_is_what_the_running_statistics_give(
-    tiny_trainer_kwargs: dict,
+    tiny: TinyTrainer,
 ) -> None:
     def fit(*extra: Callback) -> tuple[Recorder, ResNetClassifier]:
         pl.seed_everything(7)
         recorder, model = Recorder(), _model()
         callbacks = [SlopeScheduler(), *extra, recorder]
-        trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, **tiny_trainer_kwargs)
+        trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=3))
         trainer.fit(model, DigitsDataModule(batch_size=16))
         return recorder, model
 
@@ -136,18 +137,16 @@ def test_training_is_unchanged_and_val_ema_is_what_the_running_statistics_give(
     assert "val_ema/acc" not in plain.val[0]
 
 
-def test_a_checkpoint_holds_the_recalibrated_statistics(
-    tiny_trainer_kwargs: dict, tmp_path: Path
-) -> None:
+def test_a_checkpoint_holds_the_recalibrated_statistics(tiny: TinyTrainer, tmp_path: Path) -> None:
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     recorder = Recorder()
     callbacks = [SlopeScheduler(), PreciseBN(enabled=True), checkpoint, recorder]
-    trainer = pl.Trainer(max_epochs=2, callbacks=callbacks, **tiny_trainer_kwargs)
+    trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=2))
     data = DigitsDataModule(batch_size=16)
     trainer.fit(_model(), data)
     logged = recorder.val[-1]
     assert logged["val/acc"] != pytest.approx(logged["val_ema/acc"], abs=1e-6)
-    evaluator = pl.Trainer(**tiny_trainer_kwargs)
+    evaluator = pl.Trainer(**tiny.kwargs())
     (result,) = evaluator.validate(_model(), data, ckpt_path=checkpoint.last_model_path)
     for metric in ("loss", "acc", "f1", "auroc"):
         assert result[f"val/{metric}"] == pytest.approx(logged[f"val/{metric}"], rel=1e-5)
@@ -169,8 +168,8 @@ class _NoBatchNorm(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_a_model_without_batchnorm_gets_one_warning(tiny_trainer_kwargs: dict) -> None:
-    trainer = pl.Trainer(max_epochs=2, callbacks=[PreciseBN(enabled=True)], **tiny_trainer_kwargs)
+def test_a_model_without_batchnorm_gets_one_warning(tiny: TinyTrainer) -> None:
+    trainer = pl.Trainer(callbacks=[PreciseBN(enabled=True)], **tiny.kwargs(max_epochs=2))
     with pytest.warns(UserWarning, match="no BatchNorm layer") as caught:
         trainer.fit(_NoBatchNorm(), DigitsDataModule(batch_size=16))
     assert sum("no BatchNorm layer" in str(w.message) for w in caught) == 1
@@ -204,37 +203,37 @@ def _monitored_fit(kwargs: dict, tmp_path: Path, scale: float) -> list[dict[str,
         BNStalenessMonitor(),
         MetricsHistory(),
     ]
-    trainer = pl.Trainer(max_epochs=1, callbacks=callbacks, **kwargs)
+    trainer = pl.Trainer(callbacks=callbacks, **{**kwargs, "max_epochs": 1})
     trainer.fit(_model("relu"), DigitsDataModule(batch_size=32))
     return list(csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open()))
 
 
 def test_stale_ratio_is_about_one_for_fitting_statistics_and_logged_with_val_ema(
-    tiny_trainer_kwargs: dict, tmp_path: Path
+    tiny: TinyTrainer, tmp_path: Path
 ) -> None:
-    (row,) = _monitored_fit(tiny_trainer_kwargs, tmp_path, scale=1.0)
+    (row,) = _monitored_fit(tiny.kwargs(), tmp_path, scale=1.0)
     assert 0.7 < float(row["bn/stale_ratio"]) < 1.5
     for metric in ("loss", "acc", "f1", "auroc"):
         assert row[f"val_ema/{metric}"] != "" and row[f"val/{metric}"] != ""
 
 
 def test_stale_ratio_is_large_for_a_stale_layer_and_warns_naming_it(
-    tiny_trainer_kwargs: dict, tmp_path: Path
+    tiny: TinyTrainer, tmp_path: Path
 ) -> None:
-    kwargs = {**tiny_trainer_kwargs, "logger": CSVLogger(tmp_path, name="run")}
+    kwargs = {**tiny.kwargs(), "logger": CSVLogger(tmp_path, name="run")}
     callbacks = [_SettledStatistics(100.0), BNStalenessMonitor(), MetricsHistory()]
-    trainer = pl.Trainer(max_epochs=1, callbacks=callbacks, **kwargs)
+    trainer = pl.Trainer(callbacks=callbacks, **{**kwargs, "max_epochs": 1})
     with pytest.warns(UserWarning, match=r"'model.layer4.0.bn1'.*--precise_bn.enabled true"):
         trainer.fit(_model("relu"), DigitsDataModule(batch_size=32))
     (row,) = csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open())
     assert float(row["bn/stale_ratio"]) > 50
 
 
-def test_the_monitor_does_not_change_training(tiny_trainer_kwargs: dict) -> None:
+def test_the_monitor_does_not_change_training(tiny: TinyTrainer) -> None:
     def losses(*extra: Callback) -> list[tuple[float, float, float]]:
         pl.seed_everything(3)
         recorder = Recorder()
-        trainer = pl.Trainer(max_epochs=1, callbacks=[*extra, recorder], **tiny_trainer_kwargs)
+        trainer = pl.Trainer(callbacks=[*extra, recorder], **tiny.kwargs(max_epochs=1))
         trainer.fit(_model("relu"), DigitsDataModule(batch_size=32))
         return recorder.batches
 

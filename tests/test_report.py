@@ -361,7 +361,7 @@ def test_bad_result_folders_raise_configuration_errors(tmp_path: Path) -> None:
     fake_cell(tmp_path / "b", "digits", "relu", 0, rng)
     with pytest.raises(ConfigurationError, match="are both digits/relu/seed 42/fold 0"):
         write_report(tmp_path)
-    (tmp_path / "b" / "digits" / "relu" / "seed42" / "fold0" / "result.json").write_text("{trunc")
+    (tmp_path / "b" / "digits" / "relu" / "fold0" / "result.json").write_text("{trunc")
     with pytest.raises(ConfigurationError, match="is not a readable benchmark result"):
         write_report(tmp_path)
     assert not (tmp_path / "summary.md").exists()

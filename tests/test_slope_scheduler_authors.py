@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import pytest
+from conftest import TinyTrainer
 from lightning.pytorch.callbacks import Callback
 
 from dsrelu_lightning import ResNetClassifier, SlopeScheduler
@@ -22,13 +23,13 @@ class _Progress(Callback):
 
 
 def test_only_the_stem_advances_by_one_over_the_loader_length_per_epoch(
-    tiny_trainer_kwargs: dict,
+    tiny: TinyTrainer,
 ) -> None:
     model = ResNetClassifier(10, in_channels=1, stem="cifar")
     probe = _Progress()
-    kwargs = {**tiny_trainer_kwargs, "limit_train_batches": 4, "limit_val_batches": 0}
+    kwargs = {**tiny.kwargs(), "limit_train_batches": 4, "limit_val_batches": 0}
     callbacks = [SlopeScheduler(schedule="authors_code"), probe]
-    trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, **kwargs)
+    trainer = pl.Trainer(callbacks=callbacks, **{**kwargs, "max_epochs": 3})
     trainer.fit(model, DigitsDataModule(batch_size=32))
     assert trainer.num_training_batches == 4
     stem = model.model.relu

@@ -201,19 +201,17 @@ def _check_cli_unchanged(cli: Any, cell: Cell, directory: Path, finished: bool) 
 
 
 def _fit(cli: Any, ckpt_path: Path | None) -> str | None:
-    """Fit as LightningCLI's ``fit`` subcommand does (with its before/after hooks).
+    """Fit as LightningCLI's ``fit`` subcommand does, with its ``before_fit`` checks.
 
+    Its ``after_fit`` (the run's summary and how to resume it) is left out: in a grid the
+    cell's progress line says how it ended, and resuming means rerunning the grid.
     Returns the message of a training divergence (a finished, if failed, run), else None.
     """
-    before, after = getattr(cli, "before_fit", None), getattr(cli, "after_fit", None)
-    if callable(before):
-        before()
+    cli.before_fit()
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     except TrainingDivergedError as exc:
         return str(exc)
-    if callable(after):
-        after()
     return None
 
 
