@@ -11,27 +11,25 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from dsrelu_lightning.atomic import atomic_write_text
-from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study.command_parser import CommandParser
-from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS
 from dsrelu_lightning.study.markdown import markdown_table as _table
-from dsrelu_lightning.study.record import RESULT_FILE, CellRecord
 from dsrelu_lightning.study.report_figures import write_figures
+from dsrelu_lightning.study.results import (
+    CellResult,
+    cell_seed,
+    config_value,
+    load_results,
+)
 from dsrelu_lightning.study.significance import (
     ACROSS,
     TEST_COLUMNS,
     CellKey,
     Cells,
-    cell_order,
-    cell_seed,
     comparisons,
-    config_value,
     group_cells,
     group_datasets,
     key_order,
@@ -55,7 +53,6 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 SUMMARY_TESTS_CSV = "summary_tests.csv"
 FIGURES = "figures"
-HISTORY_FILE = "epoch_metrics.csv"
 METRICS = (("acc", "Acc"), ("f1", "F1"), ("auroc", "AUC"))
 STAGES = ("train", "val", "test")
 # (label in summary.md's protocol line, key path in the resolved config)
@@ -70,86 +67,6 @@ PROTOCOL = (
     ("early stopping patience", ("early_stopping", "patience")),
     ("data", ("data", "class_path")),
 )
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """One cell's record (its ``result.json``) and where it lies."""
-
-    path: Path
-    record: CellRecord
-
-    @cached_property
-    def data(self) -> Mapping[str, Any]:
-        """The record as its ``result.json`` mapping."""
-        return self.record.to_json()
-
-    @property
-    def dataset(self) -> str:
-        return self.record.dataset
-
-    @property
-    def label(self) -> str:
-        return self.record.label
-
-    @property
-    def fold(self) -> int:
-        return int(self.record.fold)
-
-    @property
-    def seed(self) -> Any:
-        return self.record.seed
-
-    def value(self, stage: str, metric: str) -> float | None:
-        """``stage`` (train/val/test ...) ``metric`` (acc/f1/auroc/loss) at the best epoch."""
-        return self.record.value(stage, metric)
-
-    @cached_property
-    def history(self) -> list[dict[str, float]]:
-        """The cell's epoch_metrics.csv rows (empty when the file is missing)."""
-        path = self.path.parent / HISTORY_FILE
-        if not path.is_file():
-            return []
-        with path.open(newline="", encoding="utf-8") as handle:
-            return [
-                {key: float(value) for key, value in row.items() if value not in ("", None)}
-                for row in csv.DictReader(handle)
-            ]
-
-
-def load_results(output: str | Path) -> list[CellResult]:
-    """Every ``result.json`` under ``output`` (shards included), by dataset, label and fold."""
-    output = Path(output)
-    if not output.is_dir():
-        raise ConfigurationError(f"--output {str(output)!r} is not a folder of benchmark results")
-    results: dict[tuple[str, str, int | None, int], CellResult] = {}
-    for path in sorted(output.glob(f"**/{RESULT_FILE}")):
-        try:
-            result = CellResult(path, CellRecord.read(path))
-            key = (result.dataset, result.label, cell_seed(result), result.fold)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigurationError(
-                f"{path} is not a readable benchmark result ({exc}); delete it and rerun "
-                "the benchmark to redo that cell"
-            ) from exc
-        if key in results:
-            raise ConfigurationError(
-                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/"
-                f"{'' if key[2] is None else f'seed {key[2]}/'}fold {key[3]}: "
-                "keep one of them"
-            )
-        results[key] = result
-    if not results:
-        raise ConfigurationError(
-            f"no {RESULT_FILE} under {str(output)!r}: run the benchmark (or cv) there first"
-        )
-    return sorted(results.values(), key=lambda r: (r.dataset, _label_key(r.label), *cell_order(r)))
-
-
-def _label_key(label: str) -> tuple[int, str]:
-    """Table column order: the paper's six activations in its order, then the rest by name."""
-    order = PAPER_ACTIVATIONS.index(label) if label in PAPER_ACTIVATIONS else len(PAPER_ACTIVATIONS)
-    return order, label
 
 
 def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:

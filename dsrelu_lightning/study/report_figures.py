@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dsrelu_lightning.study.figures import (
     critical_difference_diagram,
@@ -15,10 +14,8 @@ from dsrelu_lightning.study.figures import (
     stale_ratio_curves,
     validation_curves,
 )
+from dsrelu_lightning.study.results import CellResult
 from dsrelu_lightning.study.significance import ACROSS, group_datasets, rank_tests
-
-if TYPE_CHECKING:
-    from dsrelu_lightning.study.report import CellResult
 
 __all__ = ["write_figures"]
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dsrelu_lightning.study.markdown import markdown_table
 from dsrelu_lightning.study.ranks import RankTest, friedman_nemenyi
+from dsrelu_lightning.study.results import CellResult, as_int, cell_seed, config_value
 from dsrelu_lightning.study.stats import PairedComparison, compare_paired, holm
-
-if TYPE_CHECKING:
-    from dsrelu_lightning.study.report import CellResult
 
 __all__ = [
     "ACROSS",
@@ -24,12 +22,9 @@ __all__ = [
     "TEST_COLUMNS",
     "CellKey",
     "Cells",
-    "cell_order",
-    "cell_seed",
     "comparison_lines",
     "comparison_rows",
     "comparisons",
-    "config_value",
     "group_cells",
     "group_datasets",
     "key_order",
@@ -41,7 +36,7 @@ __all__ = [
 
 CellKey = tuple[int | None, int]
 """(seed, fold): the unit two labels are paired on."""
-Cells = Mapping[str, Mapping[CellKey, "CellResult"]]
+Cells = Mapping[str, Mapping[CellKey, CellResult]]
 """label -> (seed, fold) -> that cell's result."""
 
 ACROSS = "all datasets"
@@ -73,37 +68,6 @@ TEST_COLUMNS = (
 )
 
 
-def config_value(result: CellResult, *path: str) -> Any:
-    """The value at ``path`` in the cell's saved (resolved) config; None where absent."""
-    value: Any = result.data.get("config") or {}
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
-
-
-def _integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def cell_seed(result: CellResult) -> int | None:
-    """The cell's seed: its record's, else its saved config's seed_everything, else data seed."""
-    for value in (
-        getattr(result, "seed", None),
-        result.data.get("seed"),
-        config_value(result, "seed_everything"),
-        config_value(result, "data", "init_args", "seed"),
-    ):
-        if _integer(value) is not None:
-            return value
-    return None
-
-
-def cell_order(result: CellResult) -> tuple[int, int]:
-    """Sort key of a cell within its label: (seed, fold), cells without a seed first."""
-    seed = cell_seed(result)
-    return (-1 if seed is None else seed, result.fold)
-
-
 def resolve_reference(results: Sequence[CellResult], wanted: str | None) -> str | None:
     """``wanted`` if a cell has that label; by default ``dsrelu``, else the first DSReLU label."""
     labels = {r.label: r for r in results}
@@ -133,10 +97,10 @@ def group_datasets(results: Sequence[CellResult]) -> dict[str, Cells]:
 def _test_train_ratio(result: CellResult) -> float | None:
     """n_test / n_train of the cell's split: recorded sizes if any, else 1 / (k - 1) for k folds."""
     sizes = result.data.get("split_sizes") or {}
-    train, val = _integer(sizes.get("train")), _integer(sizes.get("val"))
+    train, val = as_int(sizes.get("train")), as_int(sizes.get("val"))
     if train and val:
         return val / train
-    folds = _integer(result.data.get("num_folds")) or _integer(
+    folds = as_int(result.data.get("num_folds")) or as_int(
         config_value(result, "data", "init_args", "num_folds")
     )
     return 1 / (folds - 1) if folds and folds > 1 else None

@@ -1,0 +1,140 @@
+"""The cells of a benchmark output folder as the report reads them: each ``result.json``
+(a :class:`~dsrelu_lightning.study.record.CellRecord`) with its place, seed and history."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS
+from dsrelu_lightning.study.record import RESULT_FILE, CellRecord
+
+__all__ = [
+    "HISTORY_FILE",
+    "CellResult",
+    "as_int",
+    "cell_order",
+    "cell_seed",
+    "config_value",
+    "label_order",
+    "load_results",
+]
+
+HISTORY_FILE = "epoch_metrics.csv"
+"""MetricsHistory's per-epoch file in each cell's folder (the figures' curves)."""
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One cell's record (its ``result.json``) and where it lies."""
+
+    path: Path
+    record: CellRecord
+
+    @cached_property
+    def data(self) -> Mapping[str, Any]:
+        """The record as its ``result.json`` mapping."""
+        return self.record.to_json()
+
+    @property
+    def dataset(self) -> str:
+        return self.record.dataset
+
+    @property
+    def label(self) -> str:
+        return self.record.label
+
+    @property
+    def fold(self) -> int:
+        return int(self.record.fold)
+
+    @property
+    def seed(self) -> Any:
+        return self.record.seed
+
+    def value(self, stage: str, metric: str) -> float | None:
+        """``stage`` (train/val/test ...) ``metric`` (acc/f1/auroc/loss) at the best epoch."""
+        return self.record.value(stage, metric)
+
+    @cached_property
+    def history(self) -> list[dict[str, float]]:
+        """The cell's epoch_metrics.csv rows (empty when the file is missing)."""
+        path = self.path.parent / HISTORY_FILE
+        if not path.is_file():
+            return []
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [
+                {key: float(value) for key, value in row.items() if value not in ("", None)}
+                for row in csv.DictReader(handle)
+            ]
+
+
+def load_results(output: str | Path) -> list[CellResult]:
+    """Every ``result.json`` under ``output`` (shards included), by dataset, label and fold."""
+    output = Path(output)
+    if not output.is_dir():
+        raise ConfigurationError(f"--output {str(output)!r} is not a folder of benchmark results")
+    results: dict[tuple[str, str, int | None, int], CellResult] = {}
+    for path in sorted(output.glob(f"**/{RESULT_FILE}")):
+        try:
+            result = CellResult(path, CellRecord.read(path))
+            key = (result.dataset, result.label, cell_seed(result), result.fold)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                f"{path} is not a readable benchmark result ({exc}); delete it and rerun "
+                "the benchmark to redo that cell"
+            ) from exc
+        if key in results:
+            raise ConfigurationError(
+                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/"
+                f"{'' if key[2] is None else f'seed {key[2]}/'}fold {key[3]}: "
+                "keep one of them"
+            )
+        results[key] = result
+    if not results:
+        raise ConfigurationError(
+            f"no {RESULT_FILE} under {str(output)!r}: run the benchmark (or cv) there first"
+        )
+    return sorted(results.values(), key=lambda r: (r.dataset, label_order(r.label), *cell_order(r)))
+
+
+def label_order(label: str) -> tuple[int, str]:
+    """Table column order: the paper's six activations in its order, then the rest by name."""
+    order = PAPER_ACTIVATIONS.index(label) if label in PAPER_ACTIVATIONS else len(PAPER_ACTIVATIONS)
+    return order, label
+
+
+def config_value(result: CellResult, *path: str) -> Any:
+    """The value at ``path`` in the cell's saved (resolved) config; None where absent."""
+    value: Any = result.data.get("config") or {}
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def cell_seed(result: CellResult) -> int | None:
+    """The cell's seed: its record's, else its saved config's seed_everything, else data seed."""
+    for value in (
+        getattr(result, "seed", None),
+        result.data.get("seed"),
+        config_value(result, "seed_everything"),
+        config_value(result, "data", "init_args", "seed"),
+    ):
+        if as_int(value) is not None:
+            return value
+    return None
+
+
+def cell_order(result: CellResult) -> tuple[int, int]:
+    """Sort key of a cell within its label: (seed, fold), cells without a seed first."""
+    seed = cell_seed(result)
+    return (-1 if seed is None else seed, result.fold)
