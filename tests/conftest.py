@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -77,3 +81,45 @@ class TinyTrainer:
 def tiny(tmp_path: Path) -> TinyTrainer:
     """The tiny trainer settings, writing under the test's ``tmp_path``."""
     return TinyTrainer(tmp_path)
+
+
+@dataclass(frozen=True)
+class DDPRun:
+    """One finished 2-process DDP fit: its process and the folder its probes wrote to."""
+
+    done: subprocess.CompletedProcess[str]
+    folder: Path
+
+
+@pytest.fixture(scope="session")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> DDPRun:
+    """A digits fit on 2 CPU processes (2 epochs of 2 batches, precise BN on), run once.
+
+    Starting DDP costs a minute on two busy cores, so one run serves every DDP test:
+    ``ddp_probe`` records each rank's progress, samples, metric and ``prepare_data``,
+    ``bn_probe`` its recalibrated BatchNorm buffers. Nothing reads a checkpoint: none is saved.
+    """
+    folder = tmp_path_factory.mktemp("ddp")
+    env = {
+        **os.environ,
+        "DDP_PROBE_DIR": str(folder),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
+    }
+    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit"]
+    cmd += ["--config", str(ROOT / "configs" / "digits.yaml")]
+    cmd += TinyTrainer(folder).args(max_epochs=2, limit_val_batches=1.0)
+    cmd += [
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.callbacks+=ddp_probe.RankProbe",
+        "--trainer.callbacks+=bn_probe.BufferProbe",
+        "--data=ddp_probe.PrepareCountingDigits",
+        "--checkpoint.monitor=null",
+        "--checkpoint.save_last=false",
+        "--checkpoint.save_top_k=0",
+        "--precise_bn.enabled=true",
+        "--precise_bn.num_batches=3",  # more than an epoch has: each rank uses its 2
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=folder)
+    return DDPRun(done, folder)

@@ -6,15 +6,13 @@ import csv
 import errno
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import TinyTrainer
+from conftest import DDPRun, TinyTrainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
@@ -204,24 +202,9 @@ def test_output_dir_without_room_is_refused_before_training(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tiny: TinyTrainer, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DDP_PROBE_DIR": str(tmp_path),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
-    }
-    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", *_short_fit(tiny, epochs=2)]
-    cmd += [
-        "--trainer.strategy=ddp",
-        "--trainer.devices=2",
-        "--trainer.accelerator=cpu",
-        "--trainer.limit_val_batches=1.0",
-        "--trainer.callbacks+=ddp_probe.RankProbe",
-        "--checkpoint.save_last=false",  # nothing here reads a checkpoint
-        "--data=ddp_probe.PrepareCountingDigits",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_ddp_on_two_cpu_processes(ddp_run: DDPRun) -> None:
+    tmp_path = ddp_run.folder
+    assert ddp_run.done.returncode == 0, ddp_run.done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
     # Downloads and caches are prepared by one rank only.

@@ -16,6 +16,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "dsrelu_walkthrou
 def test_walkthrough_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSRELU_WALKTHROUGH_OUTPUT", str(tmp_path / "walkthrough"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: fast on busy cores
+    monkeypatch.setenv("DSRELU_WALKTHROUGH_QUICK", "1")  # one batch of 16 per stage
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook,

@@ -279,7 +279,10 @@ def test_bf16_mixed_fit_runs_dsrelu_in_bf16_and_logs_float32(tiny: TinyTrainer) 
     for layer in module.modules():
         if isinstance(layer, DSReLU):
             layer.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
-    trainer = pl.Trainer(callbacks=[SlopeScheduler()], **tiny.kwargs(precision="bf16-mixed"))
+    # bf16 convolutions are slow on CPU: one training batch (of 32, so that the first
+    # stage runs the compiled kernel) and one validation batch show every dtype.
+    settings = tiny.kwargs(precision="bf16-mixed", limit_train_batches=1)
+    trainer = pl.Trainer(callbacks=[SlopeScheduler()], **settings)
     trainer.fit(module, DigitsDataModule(batch_size=32))
     assert seen == {torch.bfloat16}
     logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}

@@ -5,16 +5,13 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TinyTrainer
+from conftest import DDPRun, TinyTrainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -241,36 +238,14 @@ def test_the_monitor_does_not_change_training(tiny: TinyTrainer) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_ranks_hold_identical_recalibrated_buffers(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DDP_PROBE_DIR": str(tmp_path),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
-    }
-    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", "--config"]
-    cmd += [str(ROOT / "configs" / "digits.yaml"), f"--trainer.default_root_dir={tmp_path}"]
-    cmd += [
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=3",
-        "--trainer.limit_val_batches=1",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.strategy=ddp",
-        "--trainer.devices=2",
-        "--trainer.accelerator=cpu",
-        "--checkpoint.save_last=false",
-        "--checkpoint.save_top_k=0",
-        "--precise_bn.enabled=true",
-        "--precise_bn.num_batches=3",
-        "--trainer.callbacks+=bn_probe.BufferProbe",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_ddp_ranks_hold_identical_recalibrated_buffers(ddp_run: DDPRun) -> None:
+    tmp_path = ddp_run.folder
+    assert ddp_run.done.returncode == 0, ddp_run.done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"bn_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["buffers"] == ranks[1]["buffers"]
-    # Pooled: each rank recalibrated on its own 3 batches; they hold the average over 6.
-    assert set(ranks[0]["tracked"]) == {6}
+    # Pooled: each rank recalibrated on its own 2 batches (all its epoch has); they hold
+    # the average over the 4.
+    assert set(ranks[0]["tracked"]) == {4}
     assert ranks[0]["local"] != ranks[1]["local"]  # the ranks' own averages did differ
 
 
