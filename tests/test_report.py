@@ -323,6 +323,58 @@ def test_figures_of_precise_bn_and_across_datasets(tmp_path: Path) -> None:
     assert "Friedman test on val acc over 2 datasets (all datasets): chi2" in markdown
 
 
+def test_bn_section_sets_precise_and_running_statistics_side_by_side(tmp_path: Path) -> None:
+    """val_ema at the best epoch comes from the record, or (records written before it was
+    recorded) from the history's best-epoch row; the last epoch and the ratio from the history.
+    """
+    rng = np.random.default_rng(3)
+    written = {
+        fold: fake_cell(tmp_path, "digits", "dsrelu", fold, rng, precise_bn=True)
+        for fold in (0, 1, 2)
+    }
+    fake_cell(tmp_path, "digits", "relu", 0, rng)
+    recorded = {"acc": 0.25, "f1": 0.5, "auroc": 0.75, "loss": 2.0}
+    data = {**written[2], "val_ema": recorded}
+    atomic_write_json(tmp_path / "digits" / "dsrelu" / "fold2" / "result.json", data)
+    histories = {
+        fold: list(
+            csv.DictReader(
+                (tmp_path / "digits" / "dsrelu" / f"fold{fold}" / "epoch_metrics.csv").open()
+            )
+        )
+        for fold in (0, 1, 2)
+    }
+    best_ema = [float(histories[f][written[f]["best_epoch"]]["val_ema/acc"]) for f in (0, 1)] + [
+        0.25
+    ]
+
+    markdown = write_report(tmp_path).read_text()
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    by_fold = {int(r["fold"]): r for r in rows if r["label"] == "dsrelu"}
+    assert [float(by_fold[f]["val_ema_acc"]) for f in (0, 1, 2)] == best_ema
+    assert float(by_fold[2]["val_ema_loss"]) == 2.0
+    assert next(r for r in rows if r["label"] == "relu")["val_ema_acc"] == ""
+
+    header, *body = table(markdown, "### Validation with recalibrated vs running BatchNorm")
+    assert [row[0] for row in body] == ["dsrelu"]  # relu logged neither figure
+    cells = dict(zip(header, body[0], strict=True))
+    mean = statistics.mean
+    assert cells["Val acc (precise BN)"].startswith(
+        f"{mean(w['val']['acc'] for w in written.values()):.4f} ± "
+    )
+    assert (
+        cells["Val acc (running BN)"] == f"{mean(best_ema):.4f} ± {statistics.stdev(best_ema):.4f}"
+    )
+    last = [float(h[-1]["val_ema/acc"]) for h in histories.values()]
+    assert cells["Last epoch val acc (running BN)"].startswith(f"{mean(last):.4f} ± ")
+    gaps = [
+        sum(abs(float(r["val/acc"]) - float(r["val_ema/acc"])) > 0.1 for r in h)
+        for h in histories.values()
+    ]
+    assert cells["Epochs with a gap > 0.1, mean per cell"] == f"{mean(gaps):.1f} of 3"
+    assert cells["Max bn/stale_ratio, median (range)"] == "100 (100-100)"
+
+
 def test_degenerate_grids_state_reasons_instead_of_crashing(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     fake_cell(tmp_path, "digits", "relu", 0, rng)
@@ -349,6 +401,8 @@ def test_a_grid_without_dsrelu_has_no_tests_and_no_slope_figure(tmp_path: Path) 
     assert (tmp_path / "summary_tests.csv").read_text().strip() == ",".join(TEST_COLUMNS)
     assert not (tmp_path / "figures" / "digits_dsrelu_slope.png").exists()
     assert (tmp_path / "figures" / "digits_val_curves.png").is_file()
+    assert "BatchNorm statistics" not in markdown
+    assert "val_ema_acc" not in (tmp_path / "summary.csv").read_text()
 
 
 def test_bad_result_folders_raise_configuration_errors(tmp_path: Path) -> None:

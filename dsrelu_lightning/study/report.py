@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from dsrelu_lightning.atomic import atomic_write_text
+from dsrelu_lightning.study.bn_report import bn_statistics_lines
 from dsrelu_lightning.study.command_parser import CommandParser
+from dsrelu_lightning.study.markdown import format_mean_std, format_value
 from dsrelu_lightning.study.markdown import markdown_table as _table
 from dsrelu_lightning.study.report_figures import write_figures
 from dsrelu_lightning.study.results import (
@@ -70,7 +72,13 @@ PROTOCOL = (
 
 
 def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
-    """One flat row per cell: identity, best-epoch metrics, times (summary.csv)."""
+    """One flat row per cell: identity, best-epoch metrics, times (summary.csv).
+
+    Besides train, val and test, every stage a cell logged (e.g. ``val_ema``) gets columns,
+    in every row, so the file keeps one header.
+    """
+    results = list(results)
+    stages = _stages(results)
     rows = []
     for result in results:
         data = result.data
@@ -85,13 +93,19 @@ def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
             "best_epoch": data.get("best_epoch"),
             "epochs_run": data.get("epochs_run"),
         }
-        for stage in STAGES:
+        for stage in stages:
             for metric in ("acc", "f1", "auroc", "loss"):
                 row[f"{stage}_{metric}"] = result.value(stage, metric)
         for key in ("mean_epoch_time_s", "wall_time_s", "stop_reason"):
             row[key] = data.get(key)
         rows.append(row)
     return rows
+
+
+def _stages(results: Sequence[CellResult]) -> tuple[str, ...]:
+    """train, val, the other stages any cell has (e.g. val_ema), then test."""
+    logged = set().union(*(result.stages for result in results))
+    return ("train", "val", *sorted(logged - set(STAGES)), "test")
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -102,17 +116,6 @@ def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None =
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _fmt_mean_std(values: Sequence[float], digits: int = 4) -> str:
-    mean, std = mean_std(values)
-    if mean is None:
-        return "—"
-    return f"{mean:.{digits}f} ± {_fmt(std, digits)}"
 
 
 def _plain(value: Any) -> str:
@@ -131,6 +134,7 @@ def _dataset_section(
         *_activation_lines(cells),
         *_fold_table_lines(cells),
         *_test_lines(cells),
+        *bn_statistics_lines(cells),
         *_time_lines(cells, reference),
         *stats_section(dataset, cells, reference, wanted, all_pairs),
         *_status_lines(results),
@@ -175,11 +179,11 @@ def _fold_table_lines(cells: Cells) -> list[str]:
         for metric, title in METRICS:
             for stage in ("train", "val"):
                 runs = [cells[label].get(key) for label in labels]
-                values = [_fmt(r.value(stage, metric) if r else None) for r in runs]
+                values = [format_value(r.value(stage, metric) if r else None) for r in runs]
                 body.append([_key_text(key, several_seeds), f"{stage.title()} {title}", *values])
     for metric, title in METRICS:
         for stage in ("train", "val"):
-            summaries = [_fmt_mean_std(_values(cells[label], stage, metric)) for label in labels]
+            summaries = [format_mean_std(_values(cells[label], stage, metric)) for label in labels]
             body.append(["mean ± std", f"{stage.title()} {title}", *summaries])
     heading = "### Per fold, best epoch by val/loss (layout of the paper's Tables I-III)"
     if several_seeds:
@@ -194,7 +198,7 @@ def _test_lines(cells: Cells) -> list[str]:
         return []
     rows = [
         [f"Test {title}"]
-        + [_fmt_mean_std(_values(runs, "test", metric)) for runs in cells.values()]
+        + [format_mean_std(_values(runs, "test", metric)) for runs in cells.values()]
         for metric, title in METRICS
     ]
     heading = "### Test set (each cell's best checkpoint), mean ± std over cells"
@@ -225,7 +229,9 @@ def _time_lines(cells: Cells, reference: str | None) -> list[str]:
         mean = mean_std(times(label))[0]
         epochs = [float(r.data.get("epochs_run") or 0) for r in cells[label].values()]
         ratio = f"{mean / ref_mean:.3f}" if mean is not None and ref_mean else "—"
-        rows.append([label, _fmt_mean_std(times(label), 3), _fmt(mean_std(epochs)[0], 1), ratio])
+        rows.append(
+            [label, format_mean_std(times(label), 3), format_value(mean_std(epochs)[0], 1), ratio]
+        )
     return [
         "",
         "### Mean epoch time (Table IV analogue), seconds, mean ± std over cells",

@@ -12,7 +12,7 @@ from typing import Any
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS
-from dsrelu_lightning.study.record import RESULT_FILE, CellRecord
+from dsrelu_lightning.study.record import METRICS, RESULT_FILE, CellRecord
 
 __all__ = [
     "HISTORY_FILE",
@@ -58,8 +58,38 @@ class CellResult:
         return self.record.seed
 
     def value(self, stage: str, metric: str) -> float | None:
-        """``stage`` (train/val/test ...) ``metric`` (acc/f1/auroc/loss) at the best epoch."""
-        return self.record.value(stage, metric)
+        """``stage`` (train/val/test ...) ``metric`` (acc/f1/auroc/loss) at the best epoch.
+
+        A stage the record lacks (records written before ``val_ema`` was recorded) is read
+        from the best epoch's row of the epoch history, the row the record is made from.
+        """
+        if stage in self.record.stages:
+            return self.record.value(stage, metric)
+        row = self._best_history_row
+        return None if row is None else row.get(f"{stage}/{metric}")
+
+    @property
+    def stages(self) -> set[str]:
+        """The stages with best-epoch metrics: recorded, or logged in the epoch history."""
+        recorded = {
+            stage
+            for stage, metrics in self.record.stages.items()
+            if metrics is None or isinstance(metrics, Mapping)
+        }
+        logged = {
+            key.split("/", 1)[0]
+            for row in self.history
+            for key in row
+            if key.partition("/")[2] in METRICS
+        }
+        return recorded | logged
+
+    @cached_property
+    def _best_history_row(self) -> dict[str, float] | None:
+        best = self.record.best_epoch
+        return next(
+            (row for row in self.history if best is not None and row.get("epoch") == best), None
+        )
 
     @cached_property
     def history(self) -> list[dict[str, float]]:
