@@ -49,6 +49,9 @@ TINY_TRAINER: dict[str, Any] = {
 }
 """The one set of tiny trainer settings: a real but short CPU fit (two batches an epoch)."""
 
+TINY_BATCH_SIZE = 16
+"""The CLI tests' batch: a ResNet-34 step at the configs' 64 costs seconds on one core."""
+
 
 def _cli_value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -69,12 +72,15 @@ class TinyTrainer:
         return {key: value for key, value in settings.items() if value is not None}
 
     def kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """``pl.Trainer(**tiny.kwargs(max_epochs=3))``; no logger unless one is given."""
-        return self._settings({"logger": False, **overrides})
+        """``pl.Trainer(**tiny.kwargs(max_epochs=3))``; no logger and no checkpoints unless
+        asked for (``enable_checkpointing=True`` where a test adds a ModelCheckpoint)."""
+        return self._settings({"logger": False, "enable_checkpointing": False, **overrides})
 
-    def args(self, **overrides: Any) -> list[str]:
-        """``["--trainer.max_epochs=1", ...]`` to append after ``--config``."""
-        return [f"--trainer.{key}={_cli_value(v)}" for key, v in self._settings(overrides).items()]
+    def args(self, batch_size: int | None = TINY_BATCH_SIZE, **overrides: Any) -> list[str]:
+        """``["--trainer.max_epochs=1", ..., "--data.init_args.batch_size=16"]`` to append
+        after ``--config``; ``batch_size=None`` keeps the config's."""
+        args = [f"--trainer.{key}={_cli_value(v)}" for key, v in self._settings(overrides).items()]
+        return args if batch_size is None else [*args, f"--data.init_args.batch_size={batch_size}"]
 
 
 @pytest.fixture

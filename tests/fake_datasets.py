@@ -22,7 +22,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def data_fit_args(tiny: TinyTrainer, config: str, data_dir: Path, *extra: str) -> list[str]:
     """``fit`` arguments for ``configs/<config>`` on ``data_dir`` with the tiny trainer,
-    as one fast_dev_run step (no checkpoint or logs: these tests check the data's path).
+    as one fast_dev_run step at the config's batch size (no checkpoint or logs: these tests
+    check the data's path).
 
     Loader workers are off: forking them costs more than these tiny batches.
     """
@@ -30,7 +31,7 @@ def data_fit_args(tiny: TinyTrainer, config: str, data_dir: Path, *extra: str) -
         "fit",
         "--config",
         str(CONFIGS / config),
-        *tiny.args(fast_dev_run=True),
+        *tiny.args(batch_size=None, fast_dev_run=True),  # the config's batch is checked
         "--data.data_dir",
         str(data_dir),
         "--data.num_workers",

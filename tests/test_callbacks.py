@@ -74,7 +74,9 @@ def test_resume_after_crash_continues_the_schedule_exactly(
     def trainer(*extra: Callback) -> pl.Trainer:
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True)
         callbacks = [SlopeScheduler(), checkpoint, *extra]
-        return pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=4))
+        return pl.Trainer(
+            callbacks=callbacks, **tiny.kwargs(max_epochs=4, enable_checkpointing=True)
+        )
 
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer(CrashAt(epoch=2)).fit(_model(), DigitsDataModule(batch_size=16))

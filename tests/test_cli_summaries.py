@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import TinyTrainer
+from conftest import TINY_BATCH_SIZE, TinyTrainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
@@ -35,6 +35,7 @@ QUICK = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
     "--trainer.num_sanity_val_steps=0",
+    f"--data.init_args.batch_size={TINY_BATCH_SIZE}",
 ]
 
 

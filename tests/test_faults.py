@@ -151,7 +151,9 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
 ) -> None:
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last="link")  # one file
     callbacks = [SlopeScheduler(), FiniteLossGuard(), checkpoint, PoisonWeights(1, 1)]
-    trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=3))
+    trainer = pl.Trainer(
+        callbacks=callbacks, **tiny.kwargs(max_epochs=3, enable_checkpointing=True)
+    )
     model = ResNetClassifier(10, in_channels=1, stem="cifar")
     with pytest.raises(TrainingDivergedError, match=r"NaN or infinite at epoch 1, step 1 of"):
         trainer.fit(model, DigitsDataModule(batch_size=16))

@@ -138,7 +138,9 @@ def test_a_checkpoint_holds_the_recalibrated_statistics(tiny: TinyTrainer, tmp_p
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     recorder = Recorder()
     callbacks = [SlopeScheduler(), PreciseBN(enabled=True), checkpoint, recorder]
-    trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=2))
+    trainer = pl.Trainer(
+        callbacks=callbacks, **tiny.kwargs(max_epochs=2, enable_checkpointing=True)
+    )
     data = DigitsDataModule(batch_size=16)
     trainer.fit(_model(), data)
     logged = recorder.val[-1]

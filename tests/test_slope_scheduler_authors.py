@@ -27,18 +27,18 @@ def test_only_the_stem_advances_by_one_over_the_loader_length_per_epoch(
 ) -> None:
     model = ResNetClassifier(10, in_channels=1, stem="cifar")
     probe = _Progress()
-    kwargs = {**tiny.kwargs(), "limit_train_batches": 4, "limit_val_batches": 0}
+    kwargs = {**tiny.kwargs(), "limit_train_batches": 3, "limit_val_batches": 0}
     callbacks = [SlopeScheduler(schedule="authors_code"), probe]
     trainer = pl.Trainer(callbacks=callbacks, **{**kwargs, "max_epochs": 3})
-    trainer.fit(model, DigitsDataModule(batch_size=32))
-    assert trainer.num_training_batches == 4
+    trainer.fit(model, DigitsDataModule(batch_size=16))
+    assert trainer.num_training_batches == 3
     stem = model.model.relu
     assert dsrelu_modules(model)[0] is stem
     for epoch, progress in probe.seen:
-        assert progress[0] == pytest.approx(epoch / 4)
+        assert progress[0] == pytest.approx(epoch / 3)
         assert progress[1:] == [0.0] * 32  # every block's DSReLU stays at t = 0
     assert sorted({e for e, _ in probe.seen}) == [0, 1, 2]
-    assert float(trainer.callback_metrics["dsrelu/slope"]) == pytest.approx(stem.slope_at(0.5))
+    assert float(trainer.callback_metrics["dsrelu/slope"]) == pytest.approx(stem.slope_at(2 / 3))
 
 
 def test_authors_code_with_step_granularity_is_refused() -> None:

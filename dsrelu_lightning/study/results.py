@@ -74,7 +74,7 @@ class CellResult:
         recorded = {
             stage
             for stage, metrics in self.record.stages.items()
-            if metrics is None or isinstance(metrics, Mapping)
+            if metrics is None or (isinstance(metrics, Mapping) and set(metrics) & set(METRICS))
         }
         logged = {
             key.split("/", 1)[0]
