@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.atomic import atomic_write_json, atomic_write_text
@@ -308,6 +309,8 @@ def test_figures_are_written_per_dataset(grid: tuple[Path, dict]) -> None:
             path = output / "figures" / f"{dataset}_{name}.png"
             assert path.read_bytes().startswith(PNG)
             assert f"](figures/{path.name})" in markdown
+        # every label has every cell: the one rank test already uses them all
+        assert not (output / "figures" / f"{dataset}_cd_diagram_repeated.png").exists()
 
 
 def test_figures_of_precise_bn_and_across_datasets(tmp_path: Path) -> None:
@@ -321,6 +324,30 @@ def test_figures_of_precise_bn_and_across_datasets(tmp_path: Path) -> None:
         assert (tmp_path / "figures" / f"{name}.png").read_bytes().startswith(PNG)
         assert f"](figures/{name}.png)" in markdown
     assert "Friedman test on val acc over 2 datasets (all datasets): chi2" in markdown
+
+
+def test_labels_repeated_over_more_seeds_get_their_own_rank_test(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    scores: dict[str, list[float]] = {}
+    for label in ("relu", "mish", "dsrelu", "tanh"):
+        for seed in (42,) if label == "tanh" else (42, 43):
+            for fold in (0, 1, 2):
+                cell = fake_cell(tmp_path, "digits", label, fold, rng, seed=seed)
+                scores.setdefault(label, []).append(cell["val"]["acc"])
+    markdown = write_report(tmp_path).read_text()
+    everyone = stats.friedmanchisquare(*(values[:3] for values in scores.values()))
+    assert (
+        "Friedman test on val acc over 3 (seed, fold) cells (digits): "
+        f"chi2 {everyone.statistic:.3f}" in markdown
+    )
+    repeated = stats.friedmanchisquare(scores["relu"], scores["mish"], scores["dsrelu"])
+    assert (
+        "Friedman test on val acc over 6 (seed, fold) cells (digits: relu, mish, dsrelu): "
+        f"chi2 {repeated.statistic:.3f}" in markdown
+    )
+    figure = tmp_path / "figures" / "digits_cd_diagram_repeated.png"
+    assert figure.read_bytes().startswith(PNG)
+    assert f"](figures/{figure.name})" in markdown
 
 
 def test_bn_section_sets_precise_and_running_statistics_side_by_side(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "key_order",
     "rank_lines",
     "rank_tests",
+    "repeated_labels",
     "resolve_reference",
     "stats_section",
 ]
@@ -226,6 +227,24 @@ def _complete_blocks(cells: Cells, metric: str) -> dict[str, list[float]]:
     }
 
 
+def repeated_labels(cells: Cells, metric: str = "acc") -> dict[str, Mapping[CellKey, CellResult]]:
+    """The labels measured on every (seed, fold) cell the most-measured label has, when they
+    share more cells than all labels do: e.g. the labels a grid repeated over more seeds.
+
+    Empty unless that is at least 3 labels and not all of them (then the rank test over all
+    labels already uses every cell).
+    """
+    measured = {
+        label: {key for key, result in runs.items() if result.value("val", metric) is not None}
+        for label, runs in cells.items()
+    }
+    if not measured:
+        return {}
+    most = max(measured.values(), key=len)
+    subset = {label: cells[label] for label, keys in measured.items() if keys >= most}
+    return subset if 3 <= len(subset) < len(cells) else {}
+
+
 def _dataset_means(datasets: Mapping[str, Cells], metric: str) -> dict[str, list[float]]:
     """label -> its mean val ``metric`` per dataset, for the labels every dataset has a value of."""
     means: dict[str, list[float]] = {}
@@ -295,7 +314,12 @@ def stats_section(
             comparison_rows(dataset, cells, reference or "", all_pairs), all_pairs
         )
     ranks = rank_tests({dataset: cells})[dataset]
-    return [*lines, "", "### Ranks", "", *rank_lines(dataset, ranks, "(seed, fold) cells")]
+    lines += ["", "### Ranks", "", *rank_lines(dataset, ranks, "(seed, fold) cells")]
+    if subset := repeated_labels(cells):
+        name = f"{dataset}: {', '.join(subset)}"
+        repeated = rank_tests({dataset: subset})[dataset]
+        lines += ["", *rank_lines(name, repeated, "(seed, fold) cells")]
+    return lines
 
 
 def comparisons(
