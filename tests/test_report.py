@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -472,3 +473,15 @@ def test_report_command_bad_input_is_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith("dsrelu-lightning: error:")
+
+
+COMMITTED_STUDY = Path(__file__).resolve().parents[1] / "docs" / "results" / "digits_precise_bn"
+
+
+@pytest.mark.skipif(not COMMITTED_STUDY.is_dir(), reason="the committed study is not here")
+def test_report_rewrites_the_committed_study_from_its_cells(tmp_path: Path) -> None:
+    copy = tmp_path / "study"
+    shutil.copytree(COMMITTED_STUDY / "digits", copy / "digits")
+    write_report(copy)
+    for name in ("summary.csv", "summary_tests.csv"):
+        assert (copy / name).read_text() == (COMMITTED_STUDY / name).read_text(), name
