@@ -19,7 +19,7 @@ from dsrelu_lightning.study.significance import (
     ACROSS,
     group_datasets,
     rank_tests,
-    repeated_labels,
+    repeated_rank_test,
 )
 
 __all__ = ["write_figures"]
@@ -27,7 +27,7 @@ __all__ = ["write_figures"]
 
 def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list[Path]]:
     """Each dataset's curves, val vs val_ema, BN staleness, slope, epoch times, CD diagrams
-    (one more over the labels with the most cells, see :func:`repeated_labels`)."""
+    (one more over the labels with the most cells, see :func:`repeated_rank_test`)."""
     written: dict[str, list[Path]] = {}
     datasets = group_datasets(results)
     ranks = rank_tests(datasets)
@@ -49,10 +49,9 @@ def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list
             "epoch_time": epoch_time_bars({k: v for k, v in times.items() if v}, dataset),
             "cd_diagram": critical_difference_diagram(ranks[dataset], dataset, "cells"),
         }
-        if subset := repeated_labels(cells):
-            figures["cd_diagram_repeated"] = critical_difference_diagram(
-                rank_tests({dataset: subset})[dataset], f"{dataset}, {len(subset)} labels", "cells"
-            )
+        if repeated := repeated_rank_test(cells):
+            title = f"{dataset}, {len(repeated.labels)} labels"
+            figures["cd_diagram_repeated"] = critical_difference_diagram(repeated, title, "cells")
         written[dataset] = [
             save_png(figure, folder / f"{dataset}_{name}.png")
             for name, figure in figures.items()

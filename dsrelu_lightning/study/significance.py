@@ -30,7 +30,7 @@ __all__ = [
     "key_order",
     "rank_lines",
     "rank_tests",
-    "repeated_labels",
+    "repeated_rank_test",
     "resolve_reference",
     "stats_section",
 ]
@@ -227,11 +227,12 @@ def _complete_blocks(cells: Cells, metric: str) -> dict[str, list[float]]:
     }
 
 
-def repeated_labels(cells: Cells, metric: str = "acc") -> dict[str, Mapping[CellKey, CellResult]]:
-    """The labels measured on every (seed, fold) cell the most-measured label has, when they
-    share more cells than all labels do: e.g. the labels a grid repeated over more seeds.
+def repeated_rank_test(cells: Cells, metric: str = "acc") -> RankTest | None:
+    """Friedman + Nemenyi over the labels measured on every (seed, fold) cell the
+    most-measured label has, when they share more cells than all labels do: e.g. the labels
+    a grid repeated over more seeds.
 
-    Empty unless that is at least 3 labels and not all of them (then the rank test over all
+    None unless that is at least 3 labels and not all of them (then the rank test over all
     labels already uses every cell).
     """
     measured = {
@@ -239,10 +240,12 @@ def repeated_labels(cells: Cells, metric: str = "acc") -> dict[str, Mapping[Cell
         for label, runs in cells.items()
     }
     if not measured:
-        return {}
+        return None
     most = max(measured.values(), key=len)
     subset = {label: cells[label] for label, keys in measured.items() if keys >= most}
-    return subset if 3 <= len(subset) < len(cells) else {}
+    if not 3 <= len(subset) < len(cells):
+        return None
+    return friedman_nemenyi(_complete_blocks(subset, metric))
 
 
 def _dataset_means(datasets: Mapping[str, Cells], metric: str) -> dict[str, list[float]]:
@@ -315,9 +318,8 @@ def stats_section(
         )
     ranks = rank_tests({dataset: cells})[dataset]
     lines += ["", "### Ranks", "", *rank_lines(dataset, ranks, "(seed, fold) cells")]
-    if subset := repeated_labels(cells):
-        name = f"{dataset}: {', '.join(subset)}"
-        repeated = rank_tests({dataset: subset})[dataset]
+    if repeated := repeated_rank_test(cells):
+        name = f"{dataset}: {', '.join(repeated.labels)}"
         lines += ["", *rank_lines(name, repeated, "(seed, fold) cells")]
     return lines
 
