@@ -1,27 +1,41 @@
-"""dsrelu_lightning: train and honestly compare activation functions, built around DSReLU."""
+"""dsrelu_lightning: train and honestly compare activation functions, built around DSReLU.
 
-from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError, UserFacingError
-from dsrelu_lightning.nn.activations import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
-from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
-from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
-from dsrelu_lightning.training.module import ResNetClassifier
-from dsrelu_lightning.training.precise_bn import PreciseBN
-from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
+The public names below are imported on first use (``dsrelu_lightning.lazy_exports``), so
+``python -m dsrelu_lightning --help`` answers without importing torch.
+"""
 
-__all__ = [
-    "ACTIVATIONS",
-    "BNStalenessMonitor",
-    "ConfigurationError",
-    "DSReLU",
-    "EpochTimer",
-    "FiniteLossGuard",
-    "MetricsHistory",
-    "PreciseBN",
-    "ResNetClassifier",
-    "SlopeScheduler",
-    "TrainingDivergedError",
-    "UserFacingError",
-    "build_activation",
-    "dsrelu_slope",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dsrelu_lightning.lazy_exports import lazy_exports
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ACTIVATIONS": "nn.activations",
+    "DSReLU": "nn.activations",
+    "build_activation": "nn.activations",
+    "dsrelu_slope": "nn.activations",
+    "ConfigurationError": "errors",
+    "TrainingDivergedError": "errors",
+    "UserFacingError": "errors",
+    "BNStalenessMonitor": "training.bn_staleness",
+    "EpochTimer": "training.callbacks",
+    "FiniteLossGuard": "training.callbacks",
+    "MetricsHistory": "training.callbacks",
+    "PreciseBN": "training.precise_bn",
+    "ResNetClassifier": "training.module",
+    "SlopeScheduler": "training.slope_scheduler",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError, UserFacingError
+    from dsrelu_lightning.nn.activations import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
+    from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
+    from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
+    from dsrelu_lightning.training.module import ResNetClassifier
+    from dsrelu_lightning.training.precise_bn import PreciseBN
+    from dsrelu_lightning.training.slope_scheduler import SlopeScheduler

@@ -1,20 +1,91 @@
-"""Shared fixtures: tiny, fast, CPU-only training settings."""
+"""Shared fixtures and helpers: tiny CPU-only training settings, the command line run
+in-process, the project's paths, and a probe of DSReLU's progress."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
+
+from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.nn.activations import dsrelu_modules
 
 ROOT = Path(__file__).resolve().parents[1]
+"""The project's root folder (this clone)."""
+CONFIGS = ROOT / "configs"
+DIGITS_CONFIG = str(CONFIGS / "digits.yaml")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+"""../shared beside the clone: real data for some tests; absent in a user's fresh clone."""
+
+
+class MainResult(NamedTuple):
+    """What ``python -m dsrelu_lightning ...`` did, run in-process."""
+
+    code: int
+    out: str
+    err: str
+    warnings: list[str]
+
+    def ok(self) -> str:
+        """stdout, after checking the command succeeded (else its stderr is the failure)."""
+        assert self.code == 0, self.err[-3000:]
+        return self.out
+
+
+def run_main(*args: str) -> MainResult:
+    """Run the command line in-process on ``args``: exit code, stdout, stderr and every
+    warning raised (recorded whatever the caller's warning filters are)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return MainResult(code, out.getvalue(), err.getvalue(), [str(w.message) for w in caught])
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``python -m dsrelu_lightning`` subprocess: this one, with
+    Python's default warning filters whatever the caller set (PYTHONWARNINGS), plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    return {**env, **extra}
+
+
+class ProgressProbe(Callback):
+    """Records every DSReLU's progress when training starts (after a resume restored it) and
+    before each training batch (what its forward used) as ``(epoch, global_step, [progress
+    per layer in module order])``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, list[float]]] = []
+        self.at_train_start: list[float] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.at_train_start = [float(m.progress) for m in dsrelu_modules(pl_module)]
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        progress = [float(m.progress) for m in dsrelu_modules(pl_module)]
+        self.seen.append((trainer.current_epoch, trainer.global_step, progress))
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +128,14 @@ def _cli_value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def tiny_args(batch_size: int | None = TINY_BATCH_SIZE, **overrides: Any) -> list[str]:
+    """:data:`TINY_TRAINER` as CLI overrides (``None`` drops a setting), plus the batch size
+    (``None`` keeps the config's); no output folder: grid cells choose their own."""
+    settings = {key: value for key, value in {**TINY_TRAINER, **overrides}.items()}
+    args = [f"--trainer.{key}={_cli_value(v)}" for key, v in settings.items() if v is not None]
+    return args if batch_size is None else [*args, f"--data.init_args.batch_size={batch_size}"]
+
+
 @dataclass(frozen=True)
 class TinyTrainer:
     """:data:`TINY_TRAINER` as ``pl.Trainer`` keyword arguments or as CLI overrides.
@@ -78,9 +157,8 @@ class TinyTrainer:
 
     def args(self, batch_size: int | None = TINY_BATCH_SIZE, **overrides: Any) -> list[str]:
         """``["--trainer.max_epochs=1", ..., "--data.init_args.batch_size=16"]`` to append
-        after ``--config``; ``batch_size=None`` keeps the config's."""
-        args = [f"--trainer.{key}={_cli_value(v)}" for key, v in self._settings(overrides).items()]
-        return args if batch_size is None else [*args, f"--data.init_args.batch_size={batch_size}"]
+        after ``--config`` (see :func:`tiny_args`), writing under ``root``."""
+        return tiny_args(batch_size, **{"default_root_dir": str(self.root), **overrides})
 
 
 @pytest.fixture
@@ -106,13 +184,12 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> DDPRun:
     ``bn_probe`` its recalibrated BatchNorm buffers. Nothing reads a checkpoint: none is saved.
     """
     folder = tmp_path_factory.mktemp("ddp")
-    env = {
-        **os.environ,
-        "DDP_PROBE_DIR": str(folder),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
-    }
+    env = subprocess_env(
+        DDP_PROBE_DIR=str(folder),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
+    )
     cmd = [sys.executable, "-m", "dsrelu_lightning", "fit"]
-    cmd += ["--config", str(ROOT / "configs" / "digits.yaml")]
+    cmd += ["--config", DIGITS_CONFIG]
     cmd += TinyTrainer(folder).args(max_epochs=2, limit_val_batches=1.0)
     cmd += [
         "--trainer.strategy=ddp",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import pickle
 
@@ -104,11 +106,9 @@ def test_fixed_slope_variant_is_not_scheduled() -> None:
     assert DSReLU().is_scheduled is True
 
 
-def test_registry_has_the_study_activations() -> None:
-    required = {"relu", "leaky_relu", "sigmoid", "tanh", "mish", "dsrelu"}
-    required |= {"gelu", "silu", "elu", "prelu"}
-    assert required <= set(ACTIVATIONS)
-    assert build_activation("leaky_relu").negative_slope == 0.01
+def test_the_papers_leaky_relu_has_slope_0_01() -> None:
+    x = torch.linspace(-2, 2, 9)
+    torch.testing.assert_close(build_activation("leaky_relu")(x), torch.where(x > 0, x, 0.01 * x))
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -124,11 +124,6 @@ def test_build_activation_accepts_class_callable_and_kwargs() -> None:
     assert (made.initial_angle, made.final_angle) == (75, 30)
     variant = build_activation("dsrelu", initial_angle=80, final_angle=15, steepness=10)
     assert (variant.initial_angle, variant.final_angle, variant.steepness) == (80, 15, 10)
-
-
-def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown activation 'swishy'.*dsrelu.*relu"):
-        build_activation("swishy")
 
 
 def test_bad_kwargs_and_non_module_factories_raise() -> None:
@@ -164,7 +159,10 @@ def test_defaults_are_the_registered_factories_keyword_defaults() -> None:
 
 
 def test_defaults_of_an_unreadable_factory_are_empty(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ACTIVATIONS, "opaque", lambda **kw: nn.ReLU(**kw))
+    opaque = functools.partial(max)  # a builtin: inspect cannot read its signature
+    with pytest.raises(ValueError, match="no signature found"):
+        inspect.signature(opaque)
+    monkeypatch.setitem(ACTIVATIONS, "opaque", opaque)
     assert activation_defaults("opaque") == {}
 
 

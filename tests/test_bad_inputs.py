@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyTrainer
+from conftest import DIGITS_CONFIG, ROOT, TinyTrainer
 
 from dsrelu_lightning.__main__ import main
 
-ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "docs" / "bad_inputs.md"
 ROW = re.compile(r"^\| (\d+) \| (.+?) \| `(.*?)` \| (.+?) \|$")
 
@@ -65,7 +64,7 @@ def placeholders(tmp_path: Path) -> dict[str, str]:
         {"state_dict": {}, "pytorch-lightning_version": "2.6.6", "hyper_parameters": other_dataset},
         tmp_path / "other.ckpt",
     )
-    cfg = str(ROOT / "configs" / "digits.yaml")
+    cfg = DIGITS_CONFIG
     return {
         "{fit}": f"fit --config {cfg} --trainer.default_root_dir {out}",
         "{cfg}": cfg,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import functools
-import io
 import json
-import os
 import re
 import shlex
 import shutil
@@ -15,47 +13,35 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import redirect_stdout
 from inspect import signature
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import CONFIGS, DIGITS_CONFIG, ROOT, run_main, subprocess_env, tiny_args
 
 from dsrelu_lightning import ResNetClassifier
 from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.cli.app import build_cli
+from dsrelu_lightning.cli.config_compare import changed_keys, config_difference
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study import record
-from dsrelu_lightning.study.cell import cell_args, run_cell
-from dsrelu_lightning.study.grid import (
+from dsrelu_lightning.study.run.cell import cell_args, run_cell
+from dsrelu_lightning.study.run.grid import (
     Cell,
-    Variant,
-    cv_label,
     grid_cells,
     load_grid,
     parse_folds,
     parse_shard,
-    select_variants,
     shard_cells,
 )
-from dsrelu_lightning.study.runner import inspect_config, run_benchmark
-from dsrelu_lightning.training.cli import build_cli
-from dsrelu_lightning.training.preflight import changed_keys, config_difference
+from dsrelu_lightning.study.run.runner import inspect_config, run_benchmark
+from dsrelu_lightning.study.run.variants import Variant, cv_label, select_variants
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = str(ROOT / "configs" / "digits.yaml")
-TINY = [
-    "--trainer.max_epochs", "2",
-    "--trainer.limit_train_batches", "2",
-    "--trainer.limit_val_batches", "2",
-    "--trainer.limit_test_batches", "2",
-    "--trainer.num_sanity_val_steps", "0",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-    "--data.init_args.batch_size", "16",
-]  # fmt: skip
+TINY = tiny_args(max_epochs=2, limit_val_batches=2, limit_test_batches=2)
+"""Two epochs of two batches, as every cell of these grids trains."""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,14 +59,6 @@ def rows(cell_dir: Path) -> list[dict[str, str]]:
 
 def result(cell_dir: Path) -> dict:
     return json.loads((cell_dir / "result.json").read_text())
-
-
-def run_main(args: list[str]) -> str:
-    """Run the CLI in-process and return what it printed (works in module fixtures too)."""
-    buffer = io.StringIO()
-    with redirect_stdout(buffer):
-        main(args)
-    return buffer.getvalue()
 
 
 # --- the grid definition (no training) ---------------------------------------------------
@@ -102,7 +80,7 @@ def test_shards_are_disjoint_and_cover_the_grid() -> None:
 
 def test_cell_folders_and_arguments() -> None:
     variant = Variant("dsrelu_75_30", "dsrelu", {"initial_angle": 75, "final_angle": 30})
-    cell = Cell("digits", Path(DIGITS), variant, 3)
+    cell = Cell("digits", Path(DIGITS_CONFIG), variant, 3)
     assert cell.directory("runs/x") == Path("runs/x/digits/dsrelu_75_30/fold3")
     args = cell_args(cell, "runs/x", ["--trainer.max_epochs", "30"], 42)
     flags = dict(zip(args[::2], args[1::2], strict=True))
@@ -118,8 +96,8 @@ def test_cell_folders_and_arguments() -> None:
 
 
 def test_the_shipped_grid_file_parses() -> None:
-    grid = load_grid(ROOT / "configs" / "benchmark_digits.yaml")
-    assert grid.datasets == {"digits": ROOT / "configs" / "digits.yaml"}
+    grid = load_grid(CONFIGS / "benchmark_digits.yaml")
+    assert grid.datasets == {"digits": CONFIGS / "digits.yaml"}
     assert grid.folds == (0, 1, 2, 3, 4)
     labels = {v.label: v for v in grid.variants}
     assert list(labels)[:6] == ["relu", "leaky_relu", "sigmoid", "tanh", "mish", "dsrelu"]
@@ -230,9 +208,9 @@ def test_benchmark_bad_input_is_one_line_and_writes_nothing(
     args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "out"
-    command = ["benchmark", "--config", DIGITS, "--output", str(output)]
+    command = ["benchmark", "--config", DIGITS_CONFIG, "--output", str(output)]
     with pytest.raises(SystemExit) as exit_info:
-        main(command + [arg.replace("{cfg}", DIGITS) for arg in args])
+        main(command + [arg.replace("{cfg}", DIGITS_CONFIG) for arg in args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("dsrelu-lightning: error:") and err.count("\n") == 1
@@ -244,7 +222,9 @@ def test_a_config_that_moves_the_checkpoint_monitor_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "digits.yaml"
-    config.write_text(Path(DIGITS).read_text() + "checkpoint:\n  monitor: val/acc\n  mode: max\n")
+    config.write_text(
+        Path(DIGITS_CONFIG).read_text() + "checkpoint:\n  monitor: val/acc\n  mode: max\n"
+    )
     with pytest.raises(SystemExit):
         main(["cv", "--config", str(config), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -259,7 +239,7 @@ def test_a_variant_override_of_a_cell_key_is_one_line_and_writes_nothing(
     grid.write_text("variants: {r: {activation: relu, overrides: {trainer.logger: false}}}\n")
     output = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(["benchmark", "--grid", str(grid), "--config", DIGITS, "--output", str(output)])
+        main(["benchmark", "--grid", str(grid), "--config", DIGITS_CONFIG, "--output", str(output)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert "variant 'r' in grid file" in err and "--trainer.logger is set per cell" in err
@@ -273,7 +253,7 @@ def test_a_variant_override_that_does_not_parse_is_refused_before_any_cell(
     grid.write_text("variants: {r: {activation: relu, overrides: {trainer.max_epochs: many}}}\n")
     output = tmp_path / "out"
     with pytest.raises(SystemExit):
-        main(["benchmark", "--grid", str(grid), "--config", DIGITS, "--output", str(output)])
+        main(["benchmark", "--grid", str(grid), "--config", DIGITS_CONFIG, "--output", str(output)])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trainer.max_epochs" in err
     assert not output.exists()
@@ -304,18 +284,20 @@ def test_inspecting_a_config_parses_it_and_builds_no_model(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(ResNetClassifier, "__init__", built)
-    info = inspect_config(DIGITS, ["--data.init_args.num_folds", "3", "--model.activation", "mish"])
+    info = inspect_config(
+        DIGITS_CONFIG, ["--data.init_args.num_folds", "3", "--model.activation", "mish"]
+    )
     assert (info.num_folds, info.seed, info.activation) == (3, 42, "mish")
     # A config without num_folds gets the data module's default, from its signature.
     config = tmp_path / "digits.yaml"
-    config.write_text(Path(DIGITS).read_text().replace("    num_folds: 5\n", ""))
+    config.write_text(Path(DIGITS_CONFIG).read_text().replace("    num_folds: 5\n", ""))
     assert "num_folds" not in config.read_text()
     default = signature(KFoldDataModule.__init__).parameters["num_folds"].default
     assert inspect_config(config).num_folds == default
     with pytest.raises(ConfigurationError, match="fast_dev_run records no epochs"):
-        inspect_config(DIGITS, ["--trainer.fast_dev_run", "true"])
+        inspect_config(DIGITS_CONFIG, ["--trainer.fast_dev_run", "true"])
     with pytest.raises(ConfigurationError, match=r"\(0, 90\)"):
-        inspect_config(DIGITS, ["--model.activation_args", '{"initial_angle": 95}'])
+        inspect_config(DIGITS_CONFIG, ["--model.activation_args", '{"initial_angle": 95}'])
     assert built_models == []
 
 
@@ -353,9 +335,9 @@ def test_datasets_in_two_places_are_refused(
             [
                 "benchmark",
                 "--grid",
-                str(ROOT / "configs" / "benchmark_digits.yaml"),
+                str(CONFIGS / "benchmark_digits.yaml"),
                 "--config",
-                DIGITS,
+                DIGITS_CONFIG,
                 "--output",
                 str(tmp_path),
             ]
@@ -374,7 +356,15 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     keeps the grid fast and exercises the resume of an early-stopped cell.
     """
     output = tmp_path_factory.mktemp("grid") / "out"
-    command = ["benchmark", "--config", DIGITS, "--activations", "relu,dsrelu", "--folds", "0"]
+    command = [
+        "benchmark",
+        "--config",
+        DIGITS_CONFIG,
+        "--activations",
+        "relu,dsrelu",
+        "--folds",
+        "0",
+    ]
     command += ["--output", str(output), *TINY, "--trainer.max_epochs", "3"]
     command += ["--early_stopping.stopping_threshold", "1e9"]
     # A stale folder of a cell killed before its first checkpoint: it must be redone.
@@ -382,7 +372,7 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     stale.mkdir(parents=True)
     (stale / "config.yaml").write_text("seed_everything: 1\n")
     (stale / "events.out.tfevents.stale").write_bytes(b"x")
-    logs = {shard: run_main([*command, "--shard", shard]) for shard in ("0/2", "1/2")}
+    logs = {shard: run_main(*command, "--shard", shard).ok() for shard in ("0/2", "1/2")}
     overrides = [*TINY, "--trainer.max_epochs", "3", "--early_stopping.stopping_threshold", "1e9"]
     yield {"output": output, "command": command, "logs": logs, "overrides": overrides}
     shutil.rmtree(output.parent, ignore_errors=True)  # its checkpoints: ~250 MB each
@@ -442,7 +432,7 @@ def test_rerun_skips_finished_cells(sharded: dict) -> None:
         sharded["output"] / "digits" / "relu" / "seed42" / "fold0" / "checkpoints" / "last.ckpt"
     )
     leftover.write_bytes(b"x")
-    assert run_main(sharded["command"]).count("(finished earlier, skipped)") == 2
+    assert run_main(*sharded["command"]).ok().count("(finished earlier, skipped)") == 2
     assert [p.stat().st_mtime_ns for p in results] == before
     assert not leftover.exists()
 
@@ -476,7 +466,7 @@ def test_rerun_with_cosmetic_changes_or_another_path_still_skips(
     monkeypatch.chdir(output.parent)  # the same folder, given by a relative path
     command = [output.name if arg == str(output) else arg for arg in sharded["command"]]
     command += ["--trainer.enable_progress_bar", "true", "--trainer.enable_model_summary", "true"]
-    assert run_main(command).count("(finished earlier, skipped)") == 2
+    assert run_main(*command).ok().count("(finished earlier, skipped)") == 2
 
 
 def test_another_dsrelu_setting_under_the_same_label_is_refused(sharded: dict) -> None:
@@ -484,12 +474,14 @@ def test_another_dsrelu_setting_under_the_same_label_is_refused(sharded: dict) -
     # the default-angle cells.
     variant = Variant("dsrelu", "dsrelu", {"initial_angle": 75, "final_angle": 30})
     with pytest.raises(ConfigurationError, match=r"\(model\.activation_args\.final_angle, "):
-        run_benchmark(sharded["output"], {"digits": DIGITS}, [variant], [0], sharded["overrides"])
+        run_benchmark(
+            sharded["output"], {"digits": DIGITS_CONFIG}, [variant], [0], sharded["overrides"]
+        )
 
 
 def test_run_cell_checks_a_finished_cell_too(sharded: dict) -> None:
     # As when another process finished the cell after the grid's up-front check.
-    cell = Cell("digits", Path(DIGITS), select_variants(["relu"])[0], 0, seed=42)
+    cell = Cell("digits", Path(DIGITS_CONFIG), select_variants(["relu"])[0], 0, seed=42)
     output, overrides = sharded["output"], sharded["overrides"]
     assert run_cell(cell, output, overrides, 42) == "skipped"
     with pytest.raises(ConfigurationError, match=r"finished with another .*\(model\.lr changed"):
@@ -500,11 +492,11 @@ def test_a_cell_locked_by_another_process_is_left_alone(tmp_path: Path) -> None:
     cell_dir = tmp_path / "out" / "digits" / "relu" / "seed42" / "fold0"
     cell_dir.mkdir(parents=True)
     (cell_dir / "events.out.tfevents.live").write_bytes(b"x")  # the other run's files
-    command = ["benchmark", "--config", DIGITS, "--activations", "relu", "--folds", "0"]
+    command = ["benchmark", "--config", DIGITS_CONFIG, "--activations", "relu", "--folds", "0"]
     command += ["--output", str(tmp_path / "out"), *TINY]
     with (cell_dir / ".lock").open("a") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live cell's process
-        log = run_main(command)
+        log = run_main(*command).ok()
     assert "cell 1/1: digits/relu/seed 42/fold 0: running in another process" in log
     assert "report: not written" in log
     assert (cell_dir / "events.out.tfevents.live").exists()  # not deleted as stale
@@ -530,14 +522,14 @@ def test_an_old_layout_cell_is_reused_as_the_seed_it_ran_with(
         (old / "config.yaml").write_text(yaml.safe_dump(saved))
     before = sorted(p.stat().st_mtime_ns for p in output.glob("**/result.json"))
     command = [str(output) if arg == str(sharded["output"]) else arg for arg in sharded["command"]]
-    log = run_main(command)
+    log = run_main(*command).ok()
     assert log.count("(finished earlier, skipped)") == 2
     assert not list(output.glob("digits/*/seed42"))  # nothing rerun in the new layout
     assert sorted(p.stat().st_mtime_ns for p in output.glob("**/result.json")) == before
     assert "cells: 0 finished, 0 resumed, 0 diverged, 2 skipped, 0 busy" in log
     # Found where it lies, it is compared like any finished cell.
     with pytest.raises(ConfigurationError, match=r"relu/seed 42/fold 0 finished with another"):
-        run_benchmark(output, {"digits": DIGITS}, select_variants(["relu"]), [0], seeds=[42])
+        run_benchmark(output, {"digits": DIGITS_CONFIG}, select_variants(["relu"]), [0], seeds=[42])
 
 
 @pytest.fixture(scope="module")
@@ -553,10 +545,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "    overrides: {slope_scheduler.granularity: step, model.lr: 0.002}\n"
     )
     output = root / "out"
-    command = ["benchmark", "--config", DIGITS, "--grid", str(grid), "--folds", "0,1"]
+    command = ["benchmark", "--config", DIGITS_CONFIG, "--grid", str(grid), "--folds", "0,1"]
     command += ["--seeds", "42,43", "--output", str(output), *TINY, "--trainer.max_epochs", "1"]
     command += ["--keep_checkpoints", "none"]
-    yield {"output": output, "log": run_main(command)}
+    yield {"output": output, "log": run_main(*command).ok()}
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -610,7 +602,7 @@ def test_early_stopped_cell_resumes_without_training_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # As if killed between the end of the (early-stopped) fit and its result.json.
-    command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(tmp_path), *TINY]
+    command = ["cv", "--config", DIGITS_CONFIG, "--folds", "0", "--output", str(tmp_path), *TINY]
     command += ["--model.activation", "relu", "--trainer.max_epochs", "3"]
     command += ["--early_stopping.stopping_threshold", "1e9"]
     first: dict = {}
@@ -630,7 +622,7 @@ def test_early_stopped_cell_resumes_without_training_on(
         main([*command, "--model.lr", "0.01"])
     err = capsys.readouterr().err
     assert "cell digits/relu/seed 42/fold 0 was started with another configuration (model.lr" in err
-    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(command)
+    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(*command).ok()
     again = result(cell_dir)
     assert again["resumed_from_epoch"] == 0
     assert again["epochs_run"] == 1  # without _KeepStopped Lightning would train on
@@ -643,7 +635,7 @@ def test_early_stopped_cell_resumes_without_training_on(
 def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> None:
     output = tmp_path / "out"
     # cv: every given fold of the config's own activation (overridden here to relu).
-    command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(output), *TINY]
+    command = ["cv", "--config", DIGITS_CONFIG, "--folds", "0", "--output", str(output), *TINY]
     command += ["--model.activation", "relu"]
     # SIGKILL right after the epoch-1 row is written, before that epoch's checkpoint.
     killer = (
@@ -658,7 +650,7 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
         "MetricsHistory.on_train_epoch_end = on_train_epoch_end\n"
         "main(sys.argv[1:])\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(OMP_NUM_THREADS="1")
     killed = subprocess.run(
         [sys.executable, "-c", killer, *command],
         cwd=ROOT,
@@ -671,7 +663,7 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
     assert not (cell_dir / "result.json").exists()
     assert [int(r["epoch"]) for r in rows(cell_dir)] == [0, 1]  # epoch 1 logged, not saved
 
-    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(command)
+    assert "resuming from checkpoints/last.ckpt (epoch 0)" in run_main(*command).ok()
     data, history = result(cell_dir), rows(cell_dir)
     assert data["resumed_from_epoch"] == 0 and data["epochs_run"] == 2
     assert data["label"] == "relu" and data["activation"] == "relu"
@@ -692,13 +684,13 @@ def test_a_diverging_cell_is_recorded_and_not_retried(
         return loss * float("nan") if self.current_epoch >= 1 else loss
 
     monkeypatch.setattr(ResNetClassifier, "training_step", nan_from_epoch_1)
-    command = ["cv", "--config", DIGITS, "--folds", "0", "--output", str(tmp_path), *TINY]
+    command = ["cv", "--config", DIGITS_CONFIG, "--folds", "0", "--output", str(tmp_path), *TINY]
     command += ["--keep_checkpoints", "none"]
-    run_main([*command, "--model.activation", "relu"])
+    run_main(*command, "--model.activation", "relu").ok()
     data = result(tmp_path / "digits" / "relu" / "seed42" / "fold0")
     assert not list(tmp_path.glob("**/*.ckpt")) and data["best_checkpoint"] is None
     assert data["status"] == "diverged" and "NaN or infinite" in data["stop_reason"]
     assert data["best_epoch"] == 0 and data["epochs_run"] == 1  # the last good epoch
     assert set(data["test"]) == {"acc", "f1", "auroc", "loss"}
-    assert "(finished earlier, skipped)" in run_main([*command, "--model.activation", "relu"])
+    assert "(finished earlier, skipped)" in run_main(*command, "--model.activation", "relu").ok()
     assert "relu/fold 0: diverged" in (tmp_path / "summary.md").read_text()

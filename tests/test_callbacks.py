@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-from conftest import TinyTrainer
+import torch
+from conftest import ProgressProbe, TinyTrainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from dsrelu_lightning import DSReLU, EpochTimer, MetricsHistory, ResNetClassifier, SlopeScheduler
 from dsrelu_lightning.data import DigitsDataModule
-
-
-class ProgressProbe(Callback):
-    """Records every DSReLU's progress at each batch (what the forward pass really used)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, int, list[float]]] = []
-        self.at_train_start: list[float] = []
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.at_train_start = [
-            float(m.progress) for m in pl_module.modules() if isinstance(m, DSReLU)
-        ]
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        layers = [m for m in pl_module.modules() if isinstance(m, DSReLU)]
-        self.seen.append(
-            (trainer.current_epoch, trainer.global_step, [float(m.progress) for m in layers])
-        )
 
 
 class CrashAt(Callback):
@@ -93,10 +76,43 @@ def test_resume_after_crash_continues_the_schedule_exactly(
     ]
 
 
-def test_fit_without_scheduler_warns(tiny: TinyTrainer) -> None:
-    trainer = pl.Trainer(**tiny.kwargs())
-    with pytest.warns(UserWarning, match="no SlopeScheduler"):
-        trainer.fit(_model(), DigitsDataModule(batch_size=16))
+class _PlainModule(pl.LightningModule):
+    """A user's own LightningModule with a DSReLU: nothing of this project's but the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(64, 16), DSReLU(), torch.nn.Linear(16, 10)
+        )
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        inputs, targets = batch
+        return torch.nn.functional.cross_entropy(self.net(inputs), targets)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("module", [_model, _PlainModule], ids=["ours", "a user's own"])
+def test_training_dsrelu_without_a_scheduler_warns_that_its_slope_is_frozen(
+    tiny: TinyTrainer, module: type[pl.LightningModule]
+) -> None:
+    trainer = pl.Trainer(**tiny.kwargs(limit_val_batches=0))
+    with pytest.warns(UserWarning, match="nothing advances its progress") as caught:
+        trainer.fit(module(), DigitsDataModule(batch_size=16))
+    frozen = [w for w in caught if "nothing advances" in str(w.message)]
+    assert "SlopeScheduler()" in str(frozen[0].message)
+    # One message from one place, whatever the number of layers: Python's default filter
+    # shows it once.
+    assert len({(str(w.message), w.filename, w.lineno) for w in frozen}) == 1
+
+
+def test_training_with_a_scheduler_does_not_warn(tiny: TinyTrainer) -> None:
+    trainer = pl.Trainer(callbacks=[SlopeScheduler()], **tiny.kwargs(limit_val_batches=0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(_PlainModule(), DigitsDataModule(batch_size=16))
+    assert not [w for w in caught if "nothing advances" in str(w.message)]
 
 
 def test_unbounded_epochs_are_refused_for_epoch_granularity(tiny: TinyTrainer) -> None:

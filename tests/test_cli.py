@@ -7,30 +7,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TinyTrainer
+from conftest import DIGITS_CONFIG, TinyTrainer, run_main, subprocess_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dsrelu_lightning.__main__ import main
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "digits.yaml")
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
 
 def test_fast_dev_run_as_a_user_types_it(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", "--config", CONFIG]
+    cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", "--config", DIGITS_CONFIG]
     cmd += ["--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)]
     # save_top_k 0 makes the project warn (last.ckpt only at the end): its warnings stay.
     cmd += ["--checkpoint.save_top_k", "0"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=subprocess_env()
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert "--checkpoint.save_top_k 0: Lightning then writes last.ckpt" in done.stderr
@@ -39,10 +29,8 @@ def test_fast_dev_run_as_a_user_types_it(tmp_path: Path) -> None:
     assert not [n for n in noise if n in done.stderr], done.stderr[-2000:]
 
 
-def test_fit_logs_metrics_slope_and_time_to_tensorboard(
-    tiny: TinyTrainer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err = run_main(capsys, "fit", "--config", CONFIG, *tiny.args(max_epochs=2))
+def test_fit_logs_metrics_slope_and_time_to_tensorboard(tiny: TinyTrainer, tmp_path: Path) -> None:
+    code, _, err, _ = run_main("fit", "--config", DIGITS_CONFIG, *tiny.args(max_epochs=2))
     assert code == 0, err
     (run_dir,) = (tmp_path / "lightning_logs").iterdir()
     events = EventAccumulator(str(run_dir))
@@ -59,11 +47,10 @@ def test_fit_logs_metrics_slope_and_time_to_tensorboard(
     # validate from the checkpoint runs from the CLI (its slope: tests/test_faults.py).
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     evaluation_root = tmp_path / "validate"
-    code, err = run_main(
-        capsys,
+    code, _, err, _ = run_main(
         "validate",
         "--config",
-        CONFIG,
+        DIGITS_CONFIG,
         f"--ckpt_path={ckpt}",
         *tiny.args(default_root_dir=evaluation_root),
     )
@@ -74,13 +61,13 @@ def test_fit_logs_metrics_slope_and_time_to_tensorboard(
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == [run_dir.name]
 
 
-def test_overrides_reach_the_model_and_data(capsys: pytest.CaptureFixture[str]) -> None:
-    from dsrelu_lightning.training.cli import build_cli
+def test_overrides_reach_the_model_and_data() -> None:
+    from dsrelu_lightning.cli.app import build_cli
 
     cli = build_cli(
         [
             "--config",
-            CONFIG,
+            DIGITS_CONFIG,
             "--model.activation=mish",
             "--data.fold_index=3",
             "--model.lr=0.0001",
@@ -99,10 +86,10 @@ def test_overrides_reach_the_model_and_data(capsys: pytest.CaptureFixture[str]) 
 
 def test_dsrelu_angles_are_settable_from_the_command_line() -> None:
     from dsrelu_lightning import DSReLU
-    from dsrelu_lightning.training.cli import build_cli
+    from dsrelu_lightning.cli.app import build_cli
 
     args = '--model.activation_args={"initial_angle": 75, "final_angle": 30, "steepness": 10}'
-    cli = build_cli(["--config", CONFIG, args], run=False)
+    cli = build_cli(["--config", DIGITS_CONFIG, args], run=False)
     layers = [m for m in cli.model.modules() if isinstance(m, DSReLU)]
     assert len(layers) == 33
     assert {(m.initial_angle, m.final_angle, m.steepness) for m in layers} == {(75, 30, 10)}
@@ -126,12 +113,11 @@ def test_bad_input_gives_one_line_and_nonzero_exit(
     message: str,
     tiny: TinyTrainer,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     existing = tmp_path / "lightning_logs" / "version_0" / "keep.txt"
     existing.parent.mkdir(parents=True)
     existing.write_text("results")
-    code, err = run_main(capsys, "fit", "--config", CONFIG, *tiny.args(), *args)
+    code, _, err, _ = run_main("fit", "--config", DIGITS_CONFIG, *tiny.args(), *args)
     assert code == 2
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if "error:" in line]
@@ -142,7 +128,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(
 
 def test_print_config_output(capfd: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", CONFIG, "--print_config"])
+        main(["fit", "--config", DIGITS_CONFIG, "--print_config"])
     assert exc.value.code in (0, None)
     out = capfd.readouterr().out
     assert "class_path: dsrelu_lightning.data.DigitsDataModule" in out

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import logging
 import subprocess
@@ -16,19 +14,17 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import TINY_BATCH_SIZE, TinyTrainer
+from conftest import DIGITS_CONFIG, ROOT, TINY_BATCH_SIZE, TinyTrainer, run_main, subprocess_env
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
 from dsrelu_lightning import ACTIVATIONS, ResNetClassifier
-from dsrelu_lightning.__main__ import COMMANDS, main
+from dsrelu_lightning.__main__ import COMMANDS
+from dsrelu_lightning.cli.app import build_cli
+from dsrelu_lightning.cli.noise import silence_third_party_noise
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.training import default_callbacks
-from dsrelu_lightning.training.cli import build_cli
-from dsrelu_lightning.training.noise import silence_third_party_noise
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "digits.yaml")
 QUICK = [
     "--trainer.limit_train_batches=2",
     "--trainer.limit_val_batches=1",
@@ -39,29 +35,12 @@ QUICK = [
 ]
 
 
-def run_main(*args: str) -> tuple[int, str, str, list[str]]:
-    """Exit code, stdout, stderr and the warnings of ``main(args)``."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with (
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-        warnings.catch_warnings(record=True) as caught,
-    ):
-        warnings.simplefilter("always")
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue(), [str(w.message) for w in caught]
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, str]]:
     """One short fit shared by the tests below: (root, run folder, its stdout)."""
     root = tmp_path_factory.mktemp("fit")
     code, out, err, _ = run_main(
-        "fit", "--config", CONFIG, "--trainer.max_epochs=2", *QUICK,
+        "fit", "--config", DIGITS_CONFIG, "--trainer.max_epochs=2", *QUICK,
         f"--trainer.default_root_dir={root}",
     )  # fmt: skip
     assert code == 0, err
@@ -96,7 +75,7 @@ def test_evaluating_a_checkpoint_writes_beside_its_run(fitted: tuple[Path, Path,
     before = sorted(p.name for p in (root / "lightning_logs").iterdir())
     for subcommand, prefix in (("test", "test"), ("validate", "val")):
         code, out, err, caught = run_main(
-            subcommand, "--config", CONFIG, f"--ckpt_path={best}", *QUICK[1:],
+            subcommand, "--config", DIGITS_CONFIG, f"--ckpt_path={best}", *QUICK[1:],
             "--trainer.limit_test_batches=1", f"--trainer.default_root_dir={root}",
         )  # fmt: skip
         assert code == 0, err
@@ -115,14 +94,15 @@ def test_predict_writes_one_row_per_sample_matching_the_softmax(
     root, run, _ = fitted
     last = run / "checkpoints" / "last.ckpt"
     code, out, err, _ = run_main(
-        "predict", "--config", CONFIG, f"--ckpt_path={last}", "--trainer.limit_predict_batches=2",
-        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}",
+        "predict", "--config", DIGITS_CONFIG, f"--ckpt_path={last}",
+        "--trainer.limit_predict_batches=2", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
     )  # fmt: skip
     assert code == 0, err
     path = run / "eval" / "last" / "predictions.csv"
     assert f"Predictions written to {path}" in out
     rows = list(csv.DictReader(path.open()))
-    data = build_cli(["--config", CONFIG], run=False).datamodule
+    data = build_cli(["--config", DIGITS_CONFIG], run=False).datamodule
     data.setup("predict")
     inputs, labels = zip(
         *(data.predict_dataloader().dataset[i] for i in range(len(rows))), strict=True
@@ -141,7 +121,7 @@ def test_predict_writes_one_row_per_sample_matching_the_softmax(
 @pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
 def test_evaluation_without_a_checkpoint_is_refused(subcommand: str, tmp_path: Path) -> None:
     code, _, err, _ = run_main(
-        subcommand, "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}"
+        subcommand, "--config", DIGITS_CONFIG, f"--trainer.default_root_dir={tmp_path}"
     )
     assert code == 2
     assert err.strip().splitlines() == [err.strip()]
@@ -165,7 +145,7 @@ def test_fit_help_is_short_and_names_the_activations() -> None:
 def test_top_level_help_lists_every_subcommand() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "dsrelu_lightning", "--help"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=subprocess_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m dsrelu_lightning")
@@ -174,8 +154,36 @@ def test_top_level_help_lists_every_subcommand() -> None:
     assert set(listed) == set(COMMANDS)
 
 
+_WITHOUT_TORCH = """
+import sys
+from dsrelu_lightning.__main__ import main
+report = ["report", "--output=x", "--bogus"]
+for args in (["--help"], ["fitt"], [], ["benchmark", "--help"], report):
+    try:
+        main(args)
+    except SystemExit:
+        pass
+print(sorted(m for m in ("torch", "lightning") if m in sys.modules))
+"""
+
+
+def test_help_and_command_errors_answer_without_importing_torch() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=subprocess_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("dsrelu-lightning:")]
+    assert errors[0].startswith(
+        "dsrelu-lightning: error: unknown command 'fitt' (did you mean fit?)"
+    )
+    assert errors[1].startswith("dsrelu-lightning: error: no command given")
+    assert "unrecognized arguments: --bogus" in errors[2]
+
+
 def test_a_misspelt_key_suggests_the_closest_one() -> None:
-    code, _, err, _ = run_main("fit", "--config", CONFIG, "--model.activaton", "mish")
+    code, _, err, _ = run_main("fit", "--config", DIGITS_CONFIG, "--model.activaton", "mish")
     assert code == 2
     assert "did you mean --model.activation?" in err.strip().splitlines()[-1]
 
@@ -206,7 +214,7 @@ def test_noise_filters_drop_third_party_messages_only(caplog: pytest.LogCaptureF
 def test_default_callbacks_match_the_cli_and_write_epoch_metrics(
     tmp_path: Path, tiny: TinyTrainer
 ) -> None:
-    cli = build_cli(["--config", CONFIG], run=False)
+    cli = build_cli(["--config", DIGITS_CONFIG], run=False)
     callbacks = default_callbacks()
     python = pl.Trainer(callbacks=callbacks, logger=False, enable_progress_bar=True)
     # The same callbacks as the CLI adds (Lightning orders checkpoints last in both).

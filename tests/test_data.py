@@ -16,8 +16,8 @@ import yaml
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.data import DigitsDataModule, holdout_indices, kfold_indices
 from dsrelu_lightning.data.cache import file_fingerprint, load_arrays, save_arrays
-from dsrelu_lightning.data.kfold import check_test_fraction
 from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
+from dsrelu_lightning.data.splits import check_test_fraction
 from dsrelu_lightning.errors import ConfigurationError
 
 

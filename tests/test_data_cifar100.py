@@ -19,11 +19,11 @@ from fake_datasets import (
 from torchvision.datasets import CIFAR100
 
 from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.data import CIFAR100DataModule
 from dsrelu_lightning.data import kfold as kfold_module
 from dsrelu_lightning.data.cifar100 import CIFAR100_MEAN, CIFAR100_STD
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.training.cli import build_cli
 
 
 @pytest.fixture

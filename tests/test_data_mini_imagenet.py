@@ -19,11 +19,11 @@ from fake_datasets import (
 )
 
 from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.data import MiniImageNetDataModule
 from dsrelu_lightning.data import mini_imagenet as mini_module
 from dsrelu_lightning.data.mini_imagenet import IMAGENET_MEAN, IMAGENET_STD
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.training.cli import build_cli
 
 
 def _module(root: Path, **kwargs: object) -> MiniImageNetDataModule:

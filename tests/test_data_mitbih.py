@@ -23,6 +23,7 @@ from fake_datasets import (
 )
 
 from dsrelu_lightning.__main__ import main
+from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.data import MITBIHDataModule
 from dsrelu_lightning.data import kfold as kfold_module
 from dsrelu_lightning.data import mitbih as mitbih_module
@@ -37,7 +38,6 @@ from dsrelu_lightning.data.mitbih_beats import (
     subject_of,
 )
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.training.cli import build_cli
 
 # wfdb 4.x calls pandas with arguments that pandas 3 deprecates (wrsamp/wrann/rdann).
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")

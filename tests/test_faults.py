@@ -12,20 +12,19 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import DDPRun, TinyTrainer
+from conftest import DIGITS_CONFIG, DDPRun, TinyTrainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.atomic import atomic_write_text
+from dsrelu_lightning.cli.app import build_cli
+from dsrelu_lightning.cli.fit_checks import checkpoint_bytes as room
+from dsrelu_lightning.cli.fit_checks import warn_if_last_only_at_the_end
+from dsrelu_lightning.cli.preflight import check_output_dir
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.errors import TrainingDivergedError
 from dsrelu_lightning.training.callbacks import FiniteLossGuard, MetricsHistory
-from dsrelu_lightning.training.cli import build_cli
-from dsrelu_lightning.training.preflight import check_output_dir
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "digits.yaml")
 
 
 def _short_fit(tiny: TinyTrainer, epochs: int = 3) -> list[str]:
@@ -33,7 +32,7 @@ def _short_fit(tiny: TinyTrainer, epochs: int = 3) -> list[str]:
     a link to it (each ResNet-34 checkpoint is ~250 MB; CI disks can be small)."""
     return [
         "--config",
-        CONFIG,
+        DIGITS_CONFIG,
         *tiny.args(max_epochs=epochs),
         "--checkpoint.monitor=null",
         "--checkpoint.save_last=link",
@@ -187,14 +186,15 @@ def test_a_full_disk_leaves_no_half_written_file(tmp_path: Path, monkeypatch) ->
 
 
 def test_room_needed_counts_the_checkpoint_files_kept(tiny: TinyTrainer, tmp_path: Path) -> None:
-    base = ["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}"]
+    base = ["--config", DIGITS_CONFIG, f"--trainer.default_root_dir={tmp_path}"]
     cli = build_cli(base, run=False)
     checkpoint_bytes = 3 * sum(p.numel() * 4 for p in cli.model.parameters())  # + Adam
-    assert cli._checkpoint_bytes() == 2 * checkpoint_bytes  # best and last
-    assert build_cli(_short_fit(tiny), run=False)._checkpoint_bytes() == checkpoint_bytes
+    assert room(cli.trainer, cli.model) == 2 * checkpoint_bytes  # best and last
+    short = build_cli(_short_fit(tiny), run=False)
+    assert room(short.trainer, short.model) == checkpoint_bytes
     cli = build_cli([*base, "--checkpoint.save_top_k=0"], run=False)
     with pytest.warns(UserWarning, match="writes last.ckpt only when training ends"):
-        cli._warn_if_last_only_at_the_end()
+        warn_if_last_only_at_the_end(cli.trainer)
 
 
 def test_output_dir_without_room_is_refused_before_training(tmp_path: Path) -> None:

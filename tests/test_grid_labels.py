@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.study.grid import cv_label, make_variant, plain_variant
+from dsrelu_lightning.study.run.variants import cv_label, make_variant, plain_variant
 
 
 def test_a_registered_default_is_left_out_of_the_label() -> None:

@@ -82,11 +82,14 @@ def test_classifier_rejects_bad_configuration() -> None:
         ResNetClassifier(10, activation=lambda: shared)
 
 
-def test_positional_arguments_follow_the_design_contract() -> None:
+def test_positional_arguments_reach_the_network_and_the_optimizer() -> None:
     # ResNetClassifier(num_classes, activation, in_channels, stem, lr, weight_decay, ...)
     module = ResNetClassifier(7, "tanh", 1, "cifar", 1e-4, 0.01)
-    assert (module.hparams.in_channels, module.hparams.stem) == (1, "cifar")
-    assert (module.hparams.lr, module.hparams.weight_decay) == (1e-4, 0.01)
+    assert sum(isinstance(m, nn.Tanh) for m in module.modules()) == 33
+    assert module(torch.randn(2, 1, 8, 8)).shape == (2, 7)
+    assert module.model.conv1.kernel_size == (3, 3)
+    (group,) = module.configure_optimizers().param_groups
+    assert (group["lr"], group["weight_decay"]) == (1e-4, 0.01)
 
 
 def test_a_saved_checkpoint_reloads_the_same_model(tiny: TinyTrainer, tmp_path: Path) -> None:

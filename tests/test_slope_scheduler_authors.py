@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import pytest
-from conftest import TinyTrainer
-from lightning.pytorch.callbacks import Callback
+from conftest import ProgressProbe, TinyTrainer
 
 from dsrelu_lightning import ResNetClassifier, SlopeScheduler
 from dsrelu_lightning.data import DigitsDataModule
@@ -13,20 +12,11 @@ from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import dsrelu_modules
 
 
-class _Progress(Callback):
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, list[float]]] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        layers = dsrelu_modules(pl_module)
-        self.seen.append((trainer.current_epoch, [float(m.progress) for m in layers]))
-
-
 def test_only_the_stem_advances_by_one_over_the_loader_length_per_epoch(
     tiny: TinyTrainer,
 ) -> None:
     model = ResNetClassifier(10, in_channels=1, stem="cifar")
-    probe = _Progress()
+    probe = ProgressProbe()
     kwargs = {**tiny.kwargs(), "limit_train_batches": 3, "limit_val_batches": 0}
     callbacks = [SlopeScheduler(schedule="authors_code"), probe]
     trainer = pl.Trainer(callbacks=callbacks, **{**kwargs, "max_epochs": 3})
@@ -34,10 +24,10 @@ def test_only_the_stem_advances_by_one_over_the_loader_length_per_epoch(
     assert trainer.num_training_batches == 3
     stem = model.model.relu
     assert dsrelu_modules(model)[0] is stem
-    for epoch, progress in probe.seen:
+    for epoch, _, progress in probe.seen:
         assert progress[0] == pytest.approx(epoch / 3)
         assert progress[1:] == [0.0] * 32  # every block's DSReLU stays at t = 0
-    assert sorted({e for e, _ in probe.seen}) == [0, 1, 2]
+    assert sorted({e for e, _, _ in probe.seen}) == [0, 1, 2]
     assert float(trainer.callback_metrics["dsrelu/slope"]) == pytest.approx(stem.slope_at(2 / 3))
 
 

@@ -1,17 +1,27 @@
-"""One LightningDataModule per dataset, all on the shared k-fold base."""
+"""One LightningDataModule per dataset, all on the shared k-fold base (imported on first use)."""
 
-from dsrelu_lightning.data.cifar100 import CIFAR100DataModule
-from dsrelu_lightning.data.digits import DigitsDataModule
-from dsrelu_lightning.data.kfold import KFoldDataModule, holdout_indices, kfold_indices
-from dsrelu_lightning.data.mini_imagenet import MiniImageNetDataModule
-from dsrelu_lightning.data.mitbih import MITBIHDataModule
+from __future__ import annotations
 
-__all__ = [
-    "CIFAR100DataModule",
-    "DigitsDataModule",
-    "KFoldDataModule",
-    "MITBIHDataModule",
-    "MiniImageNetDataModule",
-    "holdout_indices",
-    "kfold_indices",
-]
+from typing import TYPE_CHECKING
+
+from dsrelu_lightning.lazy_exports import lazy_exports
+
+_EXPORTS = {
+    "CIFAR100DataModule": "cifar100",
+    "DigitsDataModule": "digits",
+    "KFoldDataModule": "kfold",
+    "MITBIHDataModule": "mitbih",
+    "MiniImageNetDataModule": "mini_imagenet",
+    "holdout_indices": "splits",
+    "kfold_indices": "splits",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from dsrelu_lightning.data.cifar100 import CIFAR100DataModule
+    from dsrelu_lightning.data.digits import DigitsDataModule
+    from dsrelu_lightning.data.kfold import KFoldDataModule
+    from dsrelu_lightning.data.mini_imagenet import MiniImageNetDataModule
+    from dsrelu_lightning.data.mitbih import MITBIHDataModule
+    from dsrelu_lightning.data.splits import holdout_indices, kfold_indices

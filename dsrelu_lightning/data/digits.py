@@ -9,7 +9,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
 
-from dsrelu_lightning.data.kfold import KFoldDataModule, check_test_fraction, holdout_indices
+from dsrelu_lightning.data.kfold import KFoldDataModule
+from dsrelu_lightning.data.splits import check_test_fraction, holdout_indices
 
 __all__ = ["DigitsDataModule"]
 

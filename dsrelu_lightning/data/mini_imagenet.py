@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from dsrelu_lightning.data.cache import cache_key, load_arrays, save_arrays
-from dsrelu_lightning.data.kfold import KFoldDataModule, check_test_fraction, holdout_indices
+from dsrelu_lightning.data.kfold import KFoldDataModule
+from dsrelu_lightning.data.splits import check_test_fraction, holdout_indices
 from dsrelu_lightning.data.tensor_images import (
     TensorImageDataset,
     crop_flip_augmentation,

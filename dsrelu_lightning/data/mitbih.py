@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from dsrelu_lightning.data.cache import cache_key, file_fingerprint, load_arrays, save_arrays
 from dsrelu_lightning.data.download import download_into
-from dsrelu_lightning.data.kfold import KFoldDataModule, check_test_fraction, holdout_indices
+from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.data.mitbih_beats import (
     AAMI_CLASSES,
     AAMI_SYMBOLS,
@@ -29,6 +29,7 @@ from dsrelu_lightning.data.mitbih_beats import (
     read_record_beats,
     subject_of,
 )
+from dsrelu_lightning.data.splits import check_test_fraction, holdout_indices
 from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = ["MITBIHDataModule"]

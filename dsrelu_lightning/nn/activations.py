@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from dsrelu_lightning.nn.dsrelu_kernel import dsrelu
 
 __all__ = [
     "ACTIVATIONS",
+    "PAPER_ACTIVATIONS",
     "DSReLU",
     "activation_defaults",
     "activation_factory",
@@ -98,6 +100,7 @@ class DSReLU(nn.Module):
         self.negative_slope = _finite("negative_slope", negative_slope)
         self.register_buffer("progress", torch.zeros(()))
         self._slope_cache: tuple[Tensor, tuple[Any, ...], Tensor] | None = None
+        self._progress_set = False  # set_progress was called: something schedules this layer
 
     @property
     def is_scheduled(self) -> bool:
@@ -110,6 +113,7 @@ class DSReLU(nn.Module):
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"DSReLU progress must lie in [0, 1], got {t!r}")
         self.progress.fill_(t)
+        self._progress_set = True
 
     def slope_at(self, t: float) -> float:
         """The positive-side slope at progress ``t`` (host arithmetic, no device sync)."""
@@ -144,10 +148,25 @@ class DSReLU(nn.Module):
         return slope.to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.compiler.is_compiling() and not self._progress_set and x.requires_grad:
+            self._warn_if_unscheduled()
         # The slope stays a 0-dim tensor on x's device: no .item(), no host sync, no
         # recompilation under torch.compile as progress changes. dsrelu() is one fused
         # pass each way and saves for backward no more than F.leaky_relu does.
         return dsrelu(x, self._slope_tensor(x.dtype), self.negative_slope)
+
+    def _warn_if_unscheduled(self) -> None:
+        """Warn (once per layer) when a scheduled layer trains with its progress never set."""
+        if self.training and self.is_scheduled and torch.is_grad_enabled():
+            self._progress_set = True  # warned: do not ask again
+            warnings.warn(
+                "DSReLU is training but nothing advances its progress (set_progress was never "
+                f"called), so its slope stays frozen at its t=0 value {self.slope_at(0.0):.3g}. "
+                "With Lightning add dsrelu_lightning.SlopeScheduler() to the Trainer's "
+                "callbacks; in your own loop call set_progress(t) on every DSReLU.",
+                UserWarning,
+                stacklevel=1,  # one location: shown once per process, not once per layer
+            )
 
     def extra_repr(self) -> str:
         return (
@@ -157,6 +176,9 @@ class DSReLU(nn.Module):
 
 
 ActivationFactory = Callable[..., nn.Module]
+
+PAPER_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "mish", "dsrelu")
+"""The six activations of the DSReLU study, in the order of its tables."""
 
 ACTIVATIONS: dict[str, ActivationFactory] = {
     "relu": nn.ReLU,

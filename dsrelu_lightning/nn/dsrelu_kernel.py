@@ -1,32 +1,12 @@
-"""DSReLU's elementwise kernels: few passes over memory, saving what LeakyReLU saves.
+"""DSReLU's elementwise kernels: ``y = s * x`` for ``x > 0``, ``negative_slope * x`` otherwise.
 
-``y = s * x`` for ``x > 0`` and ``negative_slope * x`` otherwise, with ``s`` a 0-dim
-tensor on ``x``'s device (never read on the host). :func:`dsrelu` runs it through a
-custom autograd Function that saves ONE tensor of ``x``'s size for backward: the output
-``y`` when ``negative_slope >= 0`` (its sign is ``x``'s sign), else ``x``; i.e. no more
-bytes than ``F.leaky_relu`` (which saves ``x``), and the saved ``y`` is usually the same
-tensor the next layer saves anyway.
-
-Two kernels compute the same values, bit for bit for finite inputs:
-
-- compiled: :func:`dsrelu_formula` through ``torch.compile`` (inductor: C++/OpenMP on
-  CPU, Triton on CUDA), one fused pass each way; shapes dynamic, and the slope and
-  ``negative_slope`` 0-dim tensor inputs, so no value of either ever recompiles. Each
-  :data:`KernelKey` (forward or backward, dtype, device type, grad mode, rank) has its
-  own compiled function, compiled once (dynamo guards on all of these), so one key's
-  recompilations never count against another's ``recompile_limit``. Used for
-  contiguous tensors of at least :data:`COMPILED_KERNEL_MIN_NUMEL` elements, below
-  which a compiled call's fixed cost (~25 us on CPU) outweighs its savings.
-- eager: a few aten ops without boolean masks or ``torch.where`` (slow on CPU), exact
-  by construction: ``addcmul(neg * min(x, 0), relu(x), s)`` adds an exact zero to the
-  one non-zero product. Used below the size limit, for non-contiguous tensors, with
-  ``DSRELU_KERNEL=eager``, for a key that reached dynamo's ``recompile_limit``, and on
-  a device type where compiling or running a compiled kernel failed (e.g. no C++
-  compiler or Triton); each fallback is warned once, saying which.
-
-Saving the output means an in-place change to ``y`` before backward raises autograd's
-usual version-counter error (as for ``nn.ReLU``). Where ``s * x`` underflows to zero
-(``0 < x`` below about ``1e-45 / s`` in float32) the gradient is ``negative_slope``.
+:func:`dsrelu` runs a custom autograd Function that saves one tensor for backward (``y``,
+or ``x`` when ``negative_slope < 0``), as ``F.leaky_relu`` saves ``x``; ``s`` is a 0-dim
+tensor on ``x``'s device, never read on the host. Two kernels give the same values: a
+``torch.compile``d one (one fused pass each way, compiled once per :data:`KernelKey`) for
+large contiguous tensors, and an exact eager one for the rest, ``DSRELU_KERNEL=eager``, and
+after a compile failure (warned once). docs/performance.md says how each works and what it
+costs.
 """
 
 from __future__ import annotations

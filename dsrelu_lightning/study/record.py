@@ -22,14 +22,15 @@ import torchmetrics
 
 import dsrelu_lightning
 from dsrelu_lightning.atomic import atomic_write_json
+from dsrelu_lightning.training.selection import best_row
 
-__all__ = ["METRICS", "RESULT_FILE", "CellRecord", "best_row", "epoch_stages", "run_context"]
+__all__ = ["RESULT_FILE", "STAGE_METRICS", "CellRecord", "epoch_stages", "run_context"]
 
 RESULT_FILE = "result.json"
 """Written atomically into a cell's folder when the cell has finished."""
 
-METRICS = ("acc", "f1", "auroc", "loss")
-"""The metrics each stage logs (``<stage>/<metric>``)."""
+STAGE_METRICS = ("acc", "f1", "auroc", "loss")
+"""The metrics each stage (train, val, val_ema, test) logs as ``<stage>/<metric>``."""
 
 Stage = dict[str, float | None] | None
 
@@ -96,21 +97,15 @@ class CellRecord:
         return path
 
 
-def best_row(rows: Sequence[Mapping[str, float]]) -> Mapping[str, float] | None:
-    """The epoch with the lowest finite val/loss (the first one on ties, as ModelCheckpoint)."""
-    finite = [r for r in rows if r.get("val/loss") is not None and r["val/loss"] == r["val/loss"]]
-    return min(finite, key=lambda r: r["val/loss"], default=None)
-
-
 def epoch_stages(rows: Sequence[Mapping[str, float]]) -> dict[str, Stage]:
     """Each stage the epoch rows log (``train``, ``val``, and e.g. ``val_ema``) with the
     best epoch's metrics; train and val are always there (None without a best epoch)."""
     prefixes = {"train", "val"}
     for row in rows:
-        prefixes |= {k.split("/", 1)[0] for k in row if k.partition("/")[2] in METRICS}
+        prefixes |= {k.split("/", 1)[0] for k in row if k.partition("/")[2] in STAGE_METRICS}
     best = best_row(rows)
     return {
-        stage: None if best is None else {m: best.get(f"{stage}/{m}") for m in METRICS}
+        stage: None if best is None else {m: best.get(f"{stage}/{m}") for m in STAGE_METRICS}
         for stage in sorted(prefixes, key=lambda s: (s not in ("train", "val"), s))
     }
 

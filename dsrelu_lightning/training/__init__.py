@@ -1,19 +1,28 @@
-"""The training layer: the LightningModule, callbacks, preflight checks and the CLI."""
+"""The training layer: the LightningModule and its callbacks (imported on first use)."""
 
-from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
-from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
-from dsrelu_lightning.training.defaults import default_callbacks
-from dsrelu_lightning.training.module import ResNetClassifier
-from dsrelu_lightning.training.precise_bn import PreciseBN
-from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
+from __future__ import annotations
 
-__all__ = [
-    "BNStalenessMonitor",
-    "EpochTimer",
-    "FiniteLossGuard",
-    "MetricsHistory",
-    "PreciseBN",
-    "ResNetClassifier",
-    "SlopeScheduler",
-    "default_callbacks",
-]
+from typing import TYPE_CHECKING
+
+from dsrelu_lightning.lazy_exports import lazy_exports
+
+_EXPORTS = {
+    "BNStalenessMonitor": "bn_staleness",
+    "EpochTimer": "callbacks",
+    "FiniteLossGuard": "callbacks",
+    "MetricsHistory": "callbacks",
+    "PreciseBN": "precise_bn",
+    "ResNetClassifier": "module",
+    "SlopeScheduler": "slope_scheduler",
+    "default_callbacks": "defaults",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
+    from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
+    from dsrelu_lightning.training.defaults import default_callbacks
+    from dsrelu_lightning.training.module import ResNetClassifier
+    from dsrelu_lightning.training.precise_bn import PreciseBN
+    from dsrelu_lightning.training.slope_scheduler import SlopeScheduler

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 
+from dsrelu_lightning.nn.compiled import is_compiled
 from dsrelu_lightning.training.bn_stats import batch_norms
 from dsrelu_lightning.training.precise_bn import PreciseBN
-from dsrelu_lightning.training.slope_scheduler import is_compiled
 
 __all__ = ["BNStalenessMonitor"]
 

@@ -5,14 +5,14 @@ loader without moving any random stream the training uses."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
@@ -99,11 +99,25 @@ def loader_batches(loader: Any, limit: float | None) -> Iterator[Any]:
     return islice(view, int(limit))
 
 
-def recalibrate(module: nn.Module, inputs: Iterable[Tensor]) -> int:
-    """Reset every BatchNorm of ``module`` and recompute its running statistics over
-    ``inputs`` as a cumulative average (``torch.optim.swa_utils.update_bn``: train mode,
-    no grad, momentum None, one pass). Restores each submodule's train/eval mode and
-    returns the number of batches used.
+class _BatchForward(nn.Module):
+    """Runs ``forward(batch)`` for ``update_bn``, which calls ``model(input[0])``."""
+
+    def __init__(self, module: nn.Module, forward: Callable[[Any], object]) -> None:
+        super().__init__()
+        self.module = module
+        self._forward = forward
+
+    def forward(self, batch: Any) -> None:
+        self._forward(batch)
+
+
+def recalibrate(
+    module: nn.Module, batches: Iterable[Any], forward: Callable[[Any], object] | None = None
+) -> int:
+    """Reset every BatchNorm of ``module`` and recompute its running statistics while
+    ``forward`` (default: ``module`` itself) runs each of ``batches``, as a cumulative average
+    (``torch.optim.swa_utils.update_bn``: train mode, no grad, momentum None, one pass).
+    Restores each submodule's train/eval mode and returns the number of batches used.
 
     Each batch weighs the same; the running variance is the mean of the batches' unbiased
     variances, as BatchNorm's own running estimate is (what it normalised with in training).
@@ -111,14 +125,14 @@ def recalibrate(module: nn.Module, inputs: Iterable[Tensor]) -> int:
     modes = {m: m.training for m in module.modules()}
     count = 0
 
-    def counted() -> Iterator[Tensor]:
+    def counted() -> Iterator[list[Any]]:
         nonlocal count
-        for batch in inputs:
+        for batch in batches:
             count += 1
-            yield batch
+            yield [batch]  # update_bn passes input[0] of a list: the whole batch
 
     try:
-        update_bn(counted(), module)
+        update_bn(counted(), _BatchForward(module, forward or module))
     finally:
         for m, training in modes.items():
             m.training = training

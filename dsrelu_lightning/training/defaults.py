@@ -1,7 +1,9 @@
-"""The study's default callbacks, shared by the CLI and Python users so the two cannot drift."""
+"""The study's default callbacks: one list that the CLI and Python users both build from."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
@@ -9,47 +11,59 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
 from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
 from dsrelu_lightning.training.precise_bn import PreciseBN
+from dsrelu_lightning.training.selection import SELECTION_METRIC
 from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
 
-__all__ = ["CHECKPOINT_DEFAULTS", "EARLY_STOPPING_DEFAULTS", "default_callbacks"]
-
-EARLY_STOPPING_DEFAULTS: dict[str, Any] = {"monitor": "val/loss", "patience": 15}
-"""EarlyStopping as in the paper: validation loss, patience 15."""
-
-CHECKPOINT_DEFAULTS: dict[str, Any] = {
-    "monitor": "val/loss",
-    "save_last": True,
-    "filename": "best-{epoch:03d}",
-    "auto_insert_metric_name": False,
-}
-"""ModelCheckpoint: the best validation loss as ``best-NNN.ckpt``, plus ``last.ckpt``."""
+__all__ = ["DEFAULT_CALLBACKS", "CallbackSpec", "default_callbacks"]
 
 
-def default_callbacks(
-    *,
-    early_stopping: dict[str, Any] | None = None,
-    checkpoint: dict[str, Any] | None = None,
-    precise_bn: dict[str, Any] | None = None,
-) -> list[Callback]:
-    """New instances of the callbacks the command line always adds, in its order.
+@dataclass(frozen=True)
+class CallbackSpec:
+    """A default callback: its CLI key (``--<key>.<arg>``), class and argument defaults."""
 
-    SlopeScheduler, EarlyStopping (val/loss, patience 15), ModelCheckpoint (best val/loss
-    as ``best-NNN.ckpt`` and ``last.ckpt``), EpochTimer, MetricsHistory (writes
-    ``epoch_metrics.csv`` into the logger's folder), FiniteLossGuard, PreciseBN (off unless
-    ``precise_bn={"enabled": True}``) and BNStalenessMonitor (``bn/stale_ratio``).
-    ``early_stopping``, ``checkpoint`` and ``precise_bn`` override those callbacks'
-    arguments, e.g. ``early_stopping={"patience": 5}``.
+    key: str
+    cls: type[Callback]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_CALLBACKS: tuple[CallbackSpec, ...] = (
+    CallbackSpec("slope_scheduler", SlopeScheduler),
+    # As in the paper: validation loss, patience 15.
+    CallbackSpec("early_stopping", EarlyStopping, {"monitor": SELECTION_METRIC, "patience": 15}),
+    # The best validation loss as best-NNN.ckpt, plus last.ckpt.
+    CallbackSpec(
+        "checkpoint",
+        ModelCheckpoint,
+        {
+            "monitor": SELECTION_METRIC,
+            "save_last": True,
+            "filename": "best-{epoch:03d}",
+            "auto_insert_metric_name": False,
+        },
+    ),
+    # EpochTimer logs time/epoch_s before MetricsHistory records the epoch.
+    CallbackSpec("epoch_timer", EpochTimer),
+    CallbackSpec("metrics_history", MetricsHistory),
+    CallbackSpec("finite_loss_guard", FiniteLossGuard),
+    # After the NaN guard: a diverged model is not recalibrated before it stops.
+    CallbackSpec("precise_bn", PreciseBN),
+    CallbackSpec("bn_staleness", BNStalenessMonitor),
+)
+"""The callbacks the command line always adds, in their order (each under its key)."""
+
+
+def default_callbacks(**overrides: dict[str, Any] | None) -> list[Callback]:
+    """New instances of :data:`DEFAULT_CALLBACKS`, in order, e.g.
+    ``default_callbacks(early_stopping={"patience": 5}, precise_bn={"enabled": True})``:
+    a keyword named after a callback's key overrides its arguments.
+
     Callbacks keep state across fits: call this once per ``Trainer``.
     """
+    keys = {spec.key for spec in DEFAULT_CALLBACKS}
+    unknown = sorted(set(overrides) - keys)
+    if unknown:
+        raise TypeError(f"default_callbacks got unknown keys {unknown}; valid: {sorted(keys)}")
     return [
-        SlopeScheduler(),
-        EarlyStopping(**{**EARLY_STOPPING_DEFAULTS, **(early_stopping or {})}),
-        ModelCheckpoint(**{**CHECKPOINT_DEFAULTS, **(checkpoint or {})}),
-        # EpochTimer logs time/epoch_s before MetricsHistory records the epoch.
-        EpochTimer(),
-        MetricsHistory(),
-        FiniteLossGuard(),
-        # After the NaN guard: a diverged model is not recalibrated before it stops.
-        PreciseBN(**(precise_bn or {})),
-        BNStalenessMonitor(),
+        spec.cls(**{**spec.defaults, **(overrides.get(spec.key) or {})})
+        for spec in DEFAULT_CALLBACKS
     ]

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, Mul
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import activation_factory
 from dsrelu_lightning.nn.resnet import Stem, build_resnet34
-from dsrelu_lightning.training.slope_scheduler import warn_if_unscheduled
+from dsrelu_lightning.training.evaluable import EvaluationOutput
 
 __all__ = ["ResNetClassifier"]
 
@@ -103,12 +103,21 @@ class ResNetClassifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def evaluation_metrics(self, prefix: str) -> MetricCollection:
+        """Accuracy, macro F1 and macro AUROC, named ``<prefix>acc`` etc., on this device."""
+        return _stage_metrics(self.hparams.num_classes, prefix).to(self.device)
+
+    def evaluation_step(self, batch: tuple[Tensor, Tensor]) -> EvaluationOutput:
+        """The loss and class probabilities of one ``(inputs, targets)`` batch."""
         inputs, targets = batch
         logits = self(inputs)
         loss = F.cross_entropy(logits, targets)
+        return EvaluationOutput(loss, logits.detach().float().softmax(dim=-1), targets)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        loss, probs, targets = self.evaluation_step(batch)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach().float().softmax(dim=-1), targets)
+        metrics.update(probs, targets)
         batch_size = targets.shape[0]
         # sync_dist with on_step=False reduces across ranks once, at the epoch's end.
         self.log(
@@ -151,7 +160,3 @@ class ResNetClassifier(pl.LightningModule):
             weight_decay=self.hparams.weight_decay,
             fused=_fused_adam_supported(params) or None,
         )
-
-    def on_fit_start(self) -> None:
-        # DSReLU's concerns live beside SlopeScheduler; the model only asks for the check.
-        warn_if_unscheduled(self.trainer, self)

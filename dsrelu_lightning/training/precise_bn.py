@@ -7,7 +7,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -20,6 +19,7 @@ from dsrelu_lightning.training.bn_stats import (
     preserved_rng,
     recalibrate,
 )
+from dsrelu_lightning.training.evaluable import Evaluable
 
 __all__ = ["PreciseBN"]
 
@@ -30,25 +30,22 @@ EMA_GAP_WARNING = 0.1
 class PreciseBN(Callback):
     """Precise BatchNorm (Wu & Johnson 2021; fvcore's ``update_bn_stats``): before each
     validation of a fit, recompute every BatchNorm's running statistics from up to
-    ``num_batches`` training batches (train mode, no grad, cumulative average), so that
-    validation, the checkpoints and what is evaluated from them use statistics of the
-    current weights instead of BN's running averages, which lag behind a moving network.
+    ``num_batches`` training batches with the current weights, so that validation, the
+    checkpoints and what is evaluated from them do not use running averages that lag
+    behind a moving network.
 
     Args:
         enabled: switch it on (``--precise_bn.enabled true``); off, it does nothing.
-        num_batches: training batches per recalibration (fvcore's and detectron2's default
-            200); every batch where the epoch has fewer (``limit_train_batches`` counts).
-        log_ema: also log ``val_ema/*`` (below); it costs one more pass over the
-            validation loader per validation (docs/performance.md).
+        num_batches: training batches per recalibration; every batch where the epoch has
+            fewer (``limit_train_batches`` counts).
+        log_ema: also log ``val_ema/*``: the same validation with the running statistics
+            (one more pass over the validation loader); selection keeps using ``val/*``.
 
-    Before recalibrating, it evaluates the validation loader once more with the running
-    statistics (``log_ema``) and logs ``val_ema/loss|acc|f1|auroc`` beside ``val/*``
-    (warning once when the accuracies differ by more than 0.1); model selection and early
-    stopping keep using ``val/*``. The running statistics are put back before the next
-    training batch (and kept in this callback's checkpoint state until then), so the
-    training, its random streams, its batch order and the ``val_ema/*`` figures are
-    exactly those of a run without precise BN. Under DDP the ranks' statistics are
-    pooled, so that every rank holds the same buffers.
+    The module must be :class:`~dsrelu_lightning.training.evaluable.Evaluable`: the
+    recalibration and the ``val_ema/*`` pass run its ``evaluation_step``, so they use its
+    loss, precision and metrics. The running statistics are put back before the next
+    training batch, so training is exactly that of a run without precise BN. Under DDP
+    the ranks' statistics are pooled. docs/performance.md has the cost.
     """
 
     def __init__(self, enabled: bool = False, num_batches: int = 200, log_ema: bool = True) -> None:
@@ -65,48 +62,58 @@ class PreciseBN(Callback):
         return self.enabled and trainer.state.fn == "fit" and not trainer.sanity_checking
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.enabled and stage == "fit" and not batch_norms(pl_module):
+        if not self.enabled or stage != "fit":
+            return
+        if not batch_norms(pl_module):
             rank_zero_warn(
                 "--precise_bn.enabled true: the model has no BatchNorm layer with running "
                 "statistics, so there is nothing to recalibrate; precise BN does nothing"
+            )
+        elif not isinstance(pl_module, Evaluable):
+            raise ConfigurationError(
+                f"--precise_bn.enabled true needs a module with evaluation_step and "
+                f"evaluation_metrics (dsrelu_lightning.training.evaluable.Evaluable); "
+                f"{type(pl_module).__name__} has not both"
             )
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         layers = batch_norms(pl_module)
         if not self._active(trainer) or not layers:
             return
+        module: Evaluable = pl_module  # type: ignore[assignment]  # checked in setup
+
+        def forward(batch: Any) -> None:
+            with trainer.precision_plugin.forward_context():
+                module.evaluation_step(trainer.strategy.batch_to_device(batch))
+
         with torch.no_grad(), preserved_rng(pl_module.device, trainer.train_dataloader):
             if self._running is None:  # the EMA buffers, unless already put aside this epoch
                 self._running = {k: v.detach().clone() for k, v in _buffers(layers).items()}
-            self._ema = self._evaluate(trainer, pl_module) if self.log_ema else {}
+            self._ema = self._evaluate(trainer, module) if self.log_ema else {}
             limit = min(self.num_batches, trainer.num_training_batches)
-            batches = loader_batches(trainer.train_dataloader, limit)
-            inputs = (_inputs(trainer, batch) for batch in batches)
-            with trainer.precision_plugin.forward_context():
-                count = recalibrate(pl_module, inputs)
+            count = recalibrate(pl_module, loader_batches(trainer.train_dataloader, limit), forward)
             if trainer.world_size > 1:
                 pool_across_ranks(layers.values(), count, trainer.strategy)
 
-    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Tensor]:
-        """val_ema/*: the validation loaders with the current (running) statistics."""
-        metrics = getattr(pl_module, "val_metrics", None)
-        if metrics is None:
-            return {}
-        metrics = metrics.clone(prefix="val_ema/")
-        metrics.reset()
-        loss_sum = torch.zeros((), device=pl_module.device)
-        samples = torch.zeros((), device=pl_module.device)
+    def _evaluate(self, trainer: pl.Trainer, module: Evaluable) -> dict[str, Tensor]:
+        """val_ema/*: the validation loaders with the current (running) statistics, scored
+        by the module's own evaluation_step; the loss averaged over samples as ``self.log``
+        averages ``val/loss``."""
+        metrics = module.evaluation_metrics("val_ema/")
+        device = trainer.strategy.root_device
+        loss_sum = torch.zeros((), device=device)
+        samples = torch.zeros((), device=device)
         loaders = trainer.val_dataloaders
         loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
-        limits = trainer.num_val_batches
-        for loader, limit in zip(loaders, limits, strict=False):
+        for loader, limit in zip(loaders, trainer.num_val_batches, strict=False):
             for batch in loader_batches(loader, limit):
-                inputs, targets = trainer.strategy.batch_to_device(batch)[:2]
                 with trainer.precision_plugin.forward_context():
-                    logits = pl_module(inputs)
-                loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
+                    loss, probs, targets = module.evaluation_step(
+                        trainer.strategy.batch_to_device(batch)
+                    )
+                loss_sum += loss.float() * targets.shape[0]
                 samples += targets.shape[0]
-                metrics.update(logits.detach().float().softmax(dim=-1), targets)
+                metrics.update(probs, targets)
         totals = trainer.strategy.reduce(torch.stack([loss_sum, samples]), reduce_op="sum")
         values = {k: v.detach() for k, v in metrics.compute().items()}  # synced by torchmetrics
         values["val_ema/loss"] = totals[0] / totals[1].clamp_min(1.0)
@@ -157,8 +164,3 @@ def _buffers(layers: dict[str, Any]) -> dict[str, Tensor]:
     """Every running-statistics buffer of ``layers``, by ``layer.buffer`` name."""
     names = ("running_mean", "running_var", "num_batches_tracked")
     return {f"{k}.{n}": getattr(m, n) for k, m in layers.items() for n in names}
-
-
-def _inputs(trainer: pl.Trainer, batch: Any) -> Tensor:
-    batch = trainer.strategy.batch_to_device(batch)
-    return batch[0] if isinstance(batch, list | tuple) else batch

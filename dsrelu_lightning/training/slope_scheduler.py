@@ -1,22 +1,20 @@
-"""SlopeScheduler: the callback that advances DSReLU's progress over training, and the
-DSReLU-specific run checks (kernel warm-up, the missing-scheduler warning)."""
+"""SlopeScheduler: the callback that advances DSReLU's progress over training."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
-from torch import nn
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
+from dsrelu_lightning.nn.compiled import is_compiled
 from dsrelu_lightning.nn.dsrelu_kernel import warm_up
+from dsrelu_lightning.training.precision import activation_dtype
 
-__all__ = ["SlopeScheduler", "activation_dtype", "is_compiled", "warn_if_unscheduled"]
+__all__ = ["SlopeScheduler"]
 
 Schedule = Literal["paper", "authors_code"]
 
@@ -121,33 +119,3 @@ class SlopeScheduler(Callback):
     ) -> None:
         if self._layers and self.granularity == "step":
             self._apply(trainer)
-
-
-def is_compiled(module: nn.Module) -> bool:
-    """Whether ``module`` or one of its submodules was ``torch.compile``-d."""
-    return any(
-        getattr(m, "_compiled_call_impl", None) is not None
-        or isinstance(m, torch._dynamo.eval_frame.OptimizedModule)
-        for m in module.modules()
-    )
-
-
-def activation_dtype(trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.dtype:
-    """The dtype activations run in: autocast's under mixed precision, else the weights'."""
-    precision = str(trainer.precision)
-    if precision.endswith("-mixed"):
-        return torch.bfloat16 if precision.startswith("bf16") else torch.float16
-    return pl_module.dtype
-
-
-def warn_if_unscheduled(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-    """Warn when scheduled DSReLU layers would train without a SlopeScheduler (frozen slope)."""
-    scheduled = [m for m in dsrelu_modules(pl_module) if m.is_scheduled]
-    if scheduled and not any(isinstance(cb, SlopeScheduler) for cb in trainer.callbacks):
-        warnings.warn(
-            f"the model has {len(scheduled)} DSReLU layers but the Trainer has no "
-            "SlopeScheduler callback: their slope stays frozen at its t=0 value. "
-            "Add dsrelu_lightning.SlopeScheduler() to the Trainer's callbacks.",
-            UserWarning,
-            stacklevel=3,
-        )

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dsrelu_lightning.atomic import atomic_write_bytes
-from dsrelu_lightning.study.ranks import RankTest
-from dsrelu_lightning.study.stats import mean_std
+from dsrelu_lightning.study.report.ranks import RankTest
+from dsrelu_lightning.study.report.stats import mean_std
 
 __all__ = [
     "critical_difference_diagram",

@@ -12,9 +12,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 
-from dsrelu_lightning.study.markdown import format_mean_std, markdown_table
-from dsrelu_lightning.study.results import CellResult
-from dsrelu_lightning.study.significance import Cells
+from dsrelu_lightning.study.report.markdown import format_mean_std, markdown_table
+from dsrelu_lightning.study.report.results import CellResult, Cells
 from dsrelu_lightning.training.precise_bn import EMA_GAP_WARNING
 
 __all__ = ["bn_statistics_lines"]

@@ -15,47 +15,39 @@ from pathlib import Path
 from typing import Any
 
 from dsrelu_lightning.atomic import atomic_write_text
-from dsrelu_lightning.study.bn_report import bn_statistics_lines
-from dsrelu_lightning.study.command_parser import CommandParser
-from dsrelu_lightning.study.markdown import format_mean_std, format_value
-from dsrelu_lightning.study.markdown import markdown_table as _table
-from dsrelu_lightning.study.report_figures import write_figures
-from dsrelu_lightning.study.results import (
+from dsrelu_lightning.study.report.bn_report import bn_statistics_lines
+from dsrelu_lightning.study.report.markdown import format_mean_std, format_value
+from dsrelu_lightning.study.report.markdown import markdown_table as _table
+from dsrelu_lightning.study.report.report_figures import write_figures
+from dsrelu_lightning.study.report.results import (
+    CellKey,
     CellResult,
+    Cells,
     cell_seed,
     config_value,
-    load_results,
-)
-from dsrelu_lightning.study.significance import (
-    ACROSS,
-    TEST_COLUMNS,
-    CellKey,
-    Cells,
-    comparisons,
     group_cells,
     group_datasets,
     key_order,
-    rank_lines,
+    load_results,
+)
+from dsrelu_lightning.study.report.significance import (
+    ACROSS,
+    TEST_COLUMNS,
+    comparisons,
     rank_tests,
     resolve_reference,
-    stats_section,
 )
-from dsrelu_lightning.study.stats import mean_std
+from dsrelu_lightning.study.report.significance_text import rank_lines, stats_section
+from dsrelu_lightning.study.report.stats import mean_std
 
-__all__ = [
-    "CellResult",
-    "load_results",
-    "render_markdown",
-    "report_main",
-    "summary_rows",
-    "write_report",
-]
+__all__ = ["render_markdown", "summary_rows", "write_report"]
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 SUMMARY_TESTS_CSV = "summary_tests.csv"
 FIGURES = "figures"
-METRICS = (("acc", "Acc"), ("f1", "F1"), ("auroc", "AUC"))
+TABLE_METRICS = (("acc", "Acc"), ("f1", "F1"), ("auroc", "AUC"))
+"""The metrics of the per-fold and test tables, with their column titles."""
 STAGES = ("train", "val", "test")
 # (label in summary.md's protocol line, key path in the resolved config)
 PROTOCOL = (
@@ -176,12 +168,12 @@ def _fold_table_lines(cells: Cells) -> list[str]:
     several_seeds = len({seed for seed, _ in keys}) > 1
     body = []
     for key in keys:
-        for metric, title in METRICS:
+        for metric, title in TABLE_METRICS:
             for stage in ("train", "val"):
                 runs = [cells[label].get(key) for label in labels]
                 values = [format_value(r.value(stage, metric) if r else None) for r in runs]
                 body.append([_key_text(key, several_seeds), f"{stage.title()} {title}", *values])
-    for metric, title in METRICS:
+    for metric, title in TABLE_METRICS:
         for stage in ("train", "val"):
             summaries = [format_mean_std(_values(cells[label], stage, metric)) for label in labels]
             body.append(["mean ± std", f"{stage.title()} {title}", *summaries])
@@ -199,7 +191,7 @@ def _test_lines(cells: Cells) -> list[str]:
     rows = [
         [f"Test {title}"]
         + [format_mean_std(_values(runs, "test", metric)) for runs in cells.values()]
-        for metric, title in METRICS
+        for metric, title in TABLE_METRICS
     ]
     heading = "### Test set (each cell's best checkpoint), mean ± std over cells"
     return ["", heading, "", *_table(["Metric", *cells], rows)]
@@ -303,21 +295,3 @@ def write_report(output: str | Path, reference: str | None = None, all_pairs: bo
     figures = write_figures(results, output / FIGURES)
     markdown = render_markdown(results, figures, reference, all_pairs)
     return atomic_write_text(output / SUMMARY_MD, markdown)
-
-
-def report_main(argv: Sequence[str]) -> None:
-    """``python -m dsrelu_lightning report``: the report of a benchmark's output folder."""
-    parser = CommandParser(
-        prog="python -m dsrelu_lightning report",
-        description="Merge a benchmark's result.json files into summary.csv, summary_tests.csv, "
-        "summary.md, figures/.",
-    )
-    parser.add_argument("--output", required=True, help="the benchmark's output folder")
-    parser.add_argument("--reference", help="label the paired tests compare against (dsrelu)")
-    parser.add_argument(
-        "--all-pairs",
-        action="store_true",
-        help="also test every pair of labels, not only vs --reference",
-    )
-    args = parser.parse_args(list(argv))
-    print(f"report: {write_report(args.output, args.reference, args.all_pairs)}")

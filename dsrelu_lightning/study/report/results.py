@@ -4,23 +4,28 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.study.grid import PAPER_ACTIVATIONS
-from dsrelu_lightning.study.record import METRICS, RESULT_FILE, CellRecord
+from dsrelu_lightning.nn.activations import PAPER_ACTIVATIONS
+from dsrelu_lightning.study.record import RESULT_FILE, STAGE_METRICS, CellRecord
 
 __all__ = [
     "HISTORY_FILE",
+    "CellKey",
     "CellResult",
+    "Cells",
     "as_int",
     "cell_order",
     "cell_seed",
     "config_value",
+    "group_cells",
+    "group_datasets",
+    "key_order",
     "label_order",
     "load_results",
 ]
@@ -74,13 +79,14 @@ class CellResult:
         recorded = {
             stage
             for stage, metrics in self.record.stages.items()
-            if metrics is None or (isinstance(metrics, Mapping) and set(metrics) & set(METRICS))
+            if metrics is None
+            or (isinstance(metrics, Mapping) and set(metrics) & set(STAGE_METRICS))
         }
         logged = {
             key.split("/", 1)[0]
             for row in self.history
             for key in row
-            if key.partition("/")[2] in METRICS
+            if key.partition("/")[2] in STAGE_METRICS
         }
         return recorded | logged
 
@@ -168,3 +174,29 @@ def cell_order(result: CellResult) -> tuple[int, int]:
     """Sort key of a cell within its label: (seed, fold), cells without a seed first."""
     seed = cell_seed(result)
     return (-1 if seed is None else seed, result.fold)
+
+
+CellKey = tuple[int | None, int]
+"""(seed, fold): the unit two labels are paired on."""
+Cells = Mapping[str, Mapping[CellKey, CellResult]]
+"""label -> (seed, fold) -> that cell's result."""
+
+
+def group_cells(results: Sequence[CellResult]) -> dict[str, dict[CellKey, CellResult]]:
+    """label -> (seed, fold) -> cell, in the table's label order."""
+    table: dict[str, dict[CellKey, CellResult]] = {}
+    for result in results:
+        table.setdefault(result.label, {})[(cell_seed(result), result.fold)] = result
+    return table
+
+
+def group_datasets(results: Sequence[CellResult]) -> dict[str, Cells]:
+    """dataset -> :func:`group_cells` of its results, datasets by name."""
+    names = sorted({r.dataset for r in results})
+    return {name: group_cells([r for r in results if r.dataset == name]) for name in names}
+
+
+def key_order(key: CellKey) -> tuple[int, int]:
+    """Sort key of a (seed, fold) cell key: by seed, then fold; no seed first."""
+    seed, fold = key
+    return (-1 if seed is None else seed, fold)

@@ -1,10 +1,9 @@
 """The grid runner: read each dataset config once, check the overrides, run the cells.
 
-Configs are parsed (the CLI's parser, :func:`~dsrelu_lightning.training.cli.parse_config`),
+Configs are parsed (the CLI's parser, :func:`~dsrelu_lightning.cli.app.parse_config`),
 never built: reading ``num_folds`` and the seed costs no model. Everything that can be
 checked is checked before the first cell runs, so bad input ends with one line and
-nothing written; then the shard's cells run in order (see :mod:`~dsrelu_lightning.study.cell`)
-and the report is written.
+nothing written; then the shard's cells run in order (see :mod:`~dsrelu_lightning.study.run.cell`).
 """
 
 from __future__ import annotations
@@ -16,34 +15,33 @@ from typing import Any
 
 import yaml
 
+from dsrelu_lightning.cli.app import parse_config
+from dsrelu_lightning.cli.config_compare import resolved, resolved_defaults
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import build_activation
-from dsrelu_lightning.study.cell import (
-    KEEP_CHECKPOINTS,
+from dsrelu_lightning.study.record import RESULT_FILE, CellRecord
+from dsrelu_lightning.study.run.cell import (
     SAVED_CONFIG,
     CellOutcome,
-    KeepCheckpoints,
     cell_args,
     check_unchanged,
-    defaults,
     prune_checkpoints,
-    resolved,
     run_cell,
 )
-from dsrelu_lightning.study.grid import Cell, Variant, grid_cells, parse_folds, shard_cells
-from dsrelu_lightning.study.keys import (
+from dsrelu_lightning.study.run.grid import Cell, grid_cells, parse_folds, shard_cells
+from dsrelu_lightning.study.run.keys import (
     ACTIVATION_KEYS,
     CELL_KEYS,
+    KEEP_CHECKPOINTS,
     SELECTION,
     SELECTION_RULE,
+    KeepCheckpoints,
     check_override_key,
 )
-from dsrelu_lightning.study.progress import Progress
-from dsrelu_lightning.study.record import RESULT_FILE, CellRecord
-from dsrelu_lightning.study.report import write_report
-from dsrelu_lightning.training.cli import parse_config
+from dsrelu_lightning.study.run.progress import Progress
+from dsrelu_lightning.study.run.variants import Variant
 
-__all__ = ["ConfigInfo", "inspect_config", "run_benchmark"]
+__all__ = ["ConfigInfo", "GridRun", "inspect_config", "run_benchmark"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,15 @@ class ConfigInfo:
     seed: int | bool
     activation: str
     activation_args: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """What one shard's run left: its cells' ``result.json`` paths, and the cells it found
+    running in another process (the grid's report waits for them)."""
+
+    results: list[Path]
+    busy: list[str]
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ def _inspect(config: str | Path, overrides: Sequence[str]) -> _Dataset:
         activation=str(model["activation"]),
         activation_args=dict(args) if args is not None else None,
     )
-    return _Dataset(info, parser, defaults(parser, parsed))
+    return _Dataset(info, parser, resolved_defaults(parser, parsed))
 
 
 def _check_selection(config: Any, where: str) -> None:
@@ -194,12 +201,10 @@ def run_benchmark(
     folds: Sequence[int] | None = None,
     overrides: Sequence[str] = (),
     shard: tuple[int, int] = (0, 1),
-    report: bool = True,
-    reference: str | None = None,
     keep_checkpoints: KeepCheckpoints = "best",
     seeds: Sequence[int] | None = None,
-) -> list[Path]:
-    """Run this shard's cells of the grid and (by default) write the report.
+) -> GridRun:
+    """Run this shard's cells of the grid.
 
     Args:
         output: the grid's folder, shared by all shards.
@@ -210,15 +215,13 @@ def run_benchmark(
         overrides: LightningCLI arguments passed to every cell, e.g.
             ``["--trainer.max_epochs", "30"]``.
         shard: ``(i, n)``: run every n-th cell from the i-th on.
-        report: write the report of everything under ``output`` at the end.
-        reference: the report's reference label for the paired tests.
         keep_checkpoints: what each finished cell keeps: its best epoch's checkpoint
             (``"best"``), also ``last.ckpt`` (``"all"``), or nothing (``"none"``).
         seeds: the seeds of repeated k-fold (each sets ``seed_everything`` and the fold
             assignment); None: each config's ``seed_everything``.
 
     Returns:
-        The ``result.json`` paths of this shard's cells.
+        This shard's ``result.json`` paths and the cells another process was running.
     """
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise ConfigurationError(
@@ -262,18 +265,4 @@ def run_benchmark(
             text = f"{line}: {outcome}"
         progress.done(cell.name, outcome, text)
     print(progress.summary(), flush=True)
-    _finish(output, progress.names("busy"), report, reference)
-    return [cell.directory(output) / RESULT_FILE for cell in mine]
-
-
-def _finish(output: Path, busy: Sequence[str], report: bool, reference: str | None) -> None:
-    """Write the report, unless cells are still running in another process."""
-    if report and busy:
-        print(
-            f"report: not written: {len(busy)} cell(s) still running in another process "
-            f"({', '.join(busy[:3])}{', ...' if len(busy) > 3 else ''}); rerun this command "
-            "when they have finished",
-            flush=True,
-        )
-    elif report:
-        print(f"report: {write_report(output, reference=reference)}", flush=True)
+    return GridRun([cell.directory(output) / RESULT_FILE for cell in mine], progress.names("busy"))

@@ -1,27 +1,18 @@
-"""Checks run before training starts: output folders, free space and checkpoints."""
+"""Checks run before anything is written: output folders, free space, checkpoints."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from dsrelu_lightning.errors import ConfigurationError
 
-__all__ = [
-    "changed_keys",
-    "check_checkpoint",
-    "check_output_dir",
-    "config_difference",
-    "last_checkpoints",
-    "run_config",
-]
+__all__ = ["check_checkpoint", "check_output_dir", "last_checkpoints"]
 
 
 def check_output_dir(path: str | Path, needed_bytes: int = 0) -> Path:
@@ -91,65 +82,3 @@ def last_checkpoints(root: str | Path) -> list[Path]:
     """Every ``last.ckpt`` under ``root`` (any run version), the most recent first."""
     found = [p for p in Path(root).glob("**/last.ckpt") if p.is_file()]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def run_config(checkpoint: Path) -> dict[str, Any] | None:
-    """The resolved ``config.yaml`` LightningCLI saved for the run of ``checkpoint``, if any."""
-    config = checkpoint.parent.parent / "config.yaml"
-    try:
-        loaded = yaml.safe_load(config.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
-
-
-def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat |= _flatten(item, f"{prefix}.{key}")
-        return flat
-    return {} if value is None else {prefix: value}
-
-
-def changed_keys(
-    saved: Mapping[str, Any],
-    current: Mapping[str, Any],
-    defaults: Mapping[str, Any] | None = None,
-) -> list[str]:
-    """The dotted keys whose values differ between two resolved configs, sorted.
-
-    Unset (None) values count as absent on both sides. With ``defaults`` (a resolved
-    config of the CLI's defaults), a key absent from ``saved`` whose current value is its
-    default does not count: it was added to the CLI after ``saved`` was written, and
-    its default is what that run had.
-    """
-    old, new = _flatten(saved, ""), _flatten(current, "")
-    default = _flatten(defaults, "") if defaults is not None else {}
-    return [
-        key[1:]
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key)
-        and not (key not in old and key in default and default[key] == new.get(key))
-    ]
-
-
-def config_difference(
-    saved: Mapping[str, Any], current: Mapping[str, Any], sections: tuple[str, ...]
-) -> str | None:
-    """The first setting in ``sections`` that differs, as ``"key: saved != current"``, or None.
-
-    Unset (None) values count as absent on both sides.
-    """
-    for section in sections:
-        for key in changed_keys({section: saved.get(section)}, {section: current.get(section)}):
-            old, new = _lookup(saved, key), _lookup(current, key)
-            return f"{key}: {old!r} != {new!r}"
-    return None
-
-
-def _lookup(config: Mapping[str, Any], key: str) -> Any:
-    value: Any = config
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsrelu_lightning.study.figures import (
+from dsrelu_lightning.study.report.figures import (
     critical_difference_diagram,
     ema_curves,
     epoch_time_bars,
@@ -14,13 +14,8 @@ from dsrelu_lightning.study.figures import (
     stale_ratio_curves,
     validation_curves,
 )
-from dsrelu_lightning.study.results import CellResult
-from dsrelu_lightning.study.significance import (
-    ACROSS,
-    group_datasets,
-    rank_tests,
-    repeated_rank_test,
-)
+from dsrelu_lightning.study.report.results import CellResult, group_datasets
+from dsrelu_lightning.study.report.significance import ACROSS, rank_tests, repeated_rank_test
 
 __all__ = ["write_figures"]
 

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from dsrelu_lightning.training.callbacks import MetricsHistory
+from dsrelu_lightning.training.selection import best_row
 
 __all__ = ["fit_summary"]
 
@@ -18,14 +19,6 @@ _SHOWN = ("val/", "val_ema/")
 def _metrics(row: dict[str, float]) -> str:
     shown = {k: v for k, v in row.items() if k.startswith(_SHOWN)}
     return "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items())) or "no val metrics"
-
-
-def _best_row(rows: list[dict[str, float]], monitor: str | None, mode: str) -> dict | None:
-    scored = [r for r in rows if monitor is not None and monitor in r]
-    if not scored:
-        return None
-    pick = min if mode == "min" else max
-    return pick(scored, key=lambda r: r[monitor])
 
 
 def fit_summary(trainer: pl.Trainer, log_dir: str | None, config_path: str | None = None) -> str:
@@ -43,7 +36,7 @@ def fit_summary(trainer: pl.Trainer, log_dir: str | None, config_path: str | Non
     checkpoint = trainer.checkpoint_callback
     monitor = checkpoint.monitor if isinstance(checkpoint, ModelCheckpoint) else "val/loss"
     mode = checkpoint.mode if isinstance(checkpoint, ModelCheckpoint) else "min"
-    best = _best_row(rows, monitor, mode)
+    best = best_row(rows, monitor, mode) if monitor else None
     if best is not None:
         extreme = "lowest" if mode == "min" else "highest"
         lines.append(f"Best epoch {int(best['epoch'])} ({extreme} {monitor}): {_metrics(best)}")

@@ -1,12 +1,28 @@
-"""The LightningCLI keys a grid owns: set per cell, or relied on by selection and resume."""
+"""What a grid owns: LightningCLI keys it sets per cell or relies on for selection and
+resume, and what a finished cell keeps of its checkpoints."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.training.selection import SELECTION_METRIC
 
-__all__ = ["ACTIVATION_KEYS", "CELL_KEYS", "SELECTION", "SELECTION_RULE", "check_override_key"]
+__all__ = [
+    "ACTIVATION_KEYS",
+    "CELL_KEYS",
+    "KEEP_CHECKPOINTS",
+    "SELECTION",
+    "SELECTION_RULE",
+    "KeepCheckpoints",
+    "check_override_key",
+]
+
+KeepCheckpoints = Literal["best", "all", "none"]
+"""What a finished cell keeps: its best checkpoint, also last.ckpt (only a resume needs
+it), or none (a ResNet-34 checkpoint with Adam's moments is about 250 MB)."""
+KEEP_CHECKPOINTS: tuple[str, ...] = get_args(KeepCheckpoints)
 
 CELL_KEYS = (
     "data.fold_index",
@@ -24,11 +40,11 @@ ACTIVATION_KEYS = ("model.activation", "model.activation_args")
 """Keys a labelled variant sets (from its ``activation`` and ``activation_args``)."""
 
 SELECTION = {
-    "checkpoint.monitor": "val/loss",
+    "checkpoint.monitor": SELECTION_METRIC,
     "checkpoint.mode": "min",
     "checkpoint.save_top_k": 1,
     "checkpoint.save_last": True,
-    "early_stopping.monitor": "val/loss",
+    "early_stopping.monitor": SELECTION_METRIC,
 }
 """Selection, the tested checkpoint and resuming rely on these values."""
 

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
 from dsrelu_lightning.atomic import atomic_write_json
-from dsrelu_lightning.training.preflight import check_output_dir
+from dsrelu_lightning.cli.preflight import check_output_dir
 
 __all__ = [
     "UNTRAINED",

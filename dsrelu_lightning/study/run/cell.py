@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -27,31 +27,29 @@ import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.cli import SaveConfigCallback
 
+from dsrelu_lightning.cli.app import build_cli
+from dsrelu_lightning.cli.config_compare import changed_keys, resolved, resolved_defaults
 from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
-from dsrelu_lightning.study.grid import Cell
-from dsrelu_lightning.study.lock import cell_lock, clear_folder
 from dsrelu_lightning.study.record import (
-    METRICS,
     RESULT_FILE,
+    STAGE_METRICS,
     CellRecord,
-    best_row,
     epoch_stages,
     run_context,
 )
+from dsrelu_lightning.study.run.grid import Cell
+from dsrelu_lightning.study.run.keys import KeepCheckpoints
+from dsrelu_lightning.study.run.lock import cell_lock, clear_folder
 from dsrelu_lightning.training.callbacks import MetricsHistory
-from dsrelu_lightning.training.cli import build_cli
-from dsrelu_lightning.training.preflight import changed_keys
+from dsrelu_lightning.training.selection import best_row
 
 __all__ = [
     "COSMETIC_KEYS",
-    "KEEP_CHECKPOINTS",
     "SAVED_CONFIG",
     "CellOutcome",
-    "KeepCheckpoints",
     "cell_args",
     "check_unchanged",
     "prune_checkpoints",
-    "resolved",
     "run_cell",
 ]
 
@@ -71,10 +69,6 @@ COSMETIC_KEYS = frozenset(
 cell, its output given by a relative or absolute path) and what the console shows."""
 
 CellOutcome = Literal["skipped", "finished", "resumed", "busy"]
-# What a finished cell keeps of its checkpoints (~250 MB each for ResNet-34 with Adam):
-# last.ckpt only serves a resume, so by default only the best epoch's stays.
-KeepCheckpoints = Literal["best", "all", "none"]
-KEEP_CHECKPOINTS: tuple[str, ...] = get_args(KeepCheckpoints)
 
 
 def cell_args(
@@ -149,19 +143,6 @@ def _checkpoint_epoch(path: Path) -> int | None:
     return int(checkpoint.get("epoch", 0))
 
 
-def resolved(parser: Any, config: Any) -> dict[str, Any]:
-    """``config`` as the cell's saved config.yaml holds it (SaveConfigCallback's dump)."""
-    return yaml.safe_load(parser.dump(config, skip_none=False))
-
-
-def defaults(parser: Any, config: Any) -> dict[str, Any]:
-    """The CLI's defaults for ``config``'s data class, resolved as a saved config is."""
-    try:
-        return resolved(parser, parser.parse_args(["--data.class_path", config.data.class_path]))
-    except Exception:
-        return resolved(parser, parser.get_defaults())
-
-
 def check_unchanged(
     cell: Cell,
     directory: Path,
@@ -197,7 +178,7 @@ def check_unchanged(
 
 def _check_cli_unchanged(cli: Any, cell: Cell, directory: Path, finished: bool) -> None:
     now = resolved(cli.parser, cli.config)
-    check_unchanged(cell, directory, now, finished, defaults(cli.parser, cli.config))
+    check_unchanged(cell, directory, now, finished, resolved_defaults(cli.parser, cli.config))
 
 
 def _fit(cli: Any, ckpt_path: Path | None) -> str | None:
@@ -226,7 +207,9 @@ def _test_metrics(cli: Any) -> dict[str, float] | None:
     (logged,) = cli.trainer.test(
         cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
     )
-    return {name: float(logged[f"test/{name}"]) for name in METRICS if f"test/{name}" in logged}
+    return {
+        name: float(logged[f"test/{name}"]) for name in STAGE_METRICS if f"test/{name}" in logged
+    }
 
 
 def _rows(cli: Any) -> list[dict[str, float]]:

@@ -1,0 +1,1 @@
+"""Reporting a benchmark: results as read, statistics, ranks, figures, markdown."""
