@@ -25,7 +25,9 @@ _EXPORTS = {
     "FiniteLossGuard": "training.callbacks",
     "MetricsHistory": "training.callbacks",
     "PreciseBN": "training.precise_bn",
+    "Classifier": "training.module",
     "ResNetClassifier": "training.module",
+    "replace_activations": "nn.replace",
     "SlopeScheduler": "training.slope_scheduler",
 }
 __all__ = sorted(_EXPORTS)
@@ -34,8 +36,9 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError, UserFacingError
     from dsrelu_lightning.nn.activations import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
+    from dsrelu_lightning.nn.replace import replace_activations
     from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
     from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
-    from dsrelu_lightning.training.module import ResNetClassifier
+    from dsrelu_lightning.training.module import Classifier, ResNetClassifier
     from dsrelu_lightning.training.precise_bn import PreciseBN
     from dsrelu_lightning.training.slope_scheduler import SlopeScheduler

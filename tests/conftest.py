@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.nn.activations import dsrelu_modules
+from dsrelu_lightning.training.module import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 """The project's root folder (this clone)."""
@@ -28,6 +29,17 @@ CONFIGS = ROOT / "configs"
 DIGITS_CONFIG = str(CONFIGS / "digits.yaml")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 """../shared beside the clone: real data for some tests; absent in a user's fresh clone."""
+HELPERS = ROOT / "tests" / "helpers"
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))  # tiny_nets, the probes: importable by name as in a subprocess
+
+SMALL_BACKBONE = "tiny_nets.SmallCNN"
+"""The tests' network where behaviour does not depend on ResNet-34 (4 activation call sites)."""
+
+
+def small_classifier(activation: str = "dsrelu", **kwargs: Any) -> Classifier:
+    """A digits-shaped Classifier on :data:`SMALL_BACKBONE` (10 classes, 1 channel)."""
+    return Classifier(10, SMALL_BACKBONE, activation=activation, in_channels=1, **kwargs)
 
 
 class MainResult(NamedTuple):
@@ -64,9 +76,11 @@ def run_main(*args: str) -> MainResult:
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a ``python -m dsrelu_lightning`` subprocess: this one, with
-    Python's default warning filters whatever the caller set (PYTHONWARNINGS), plus ``extra``."""
+    Python's default warning filters whatever the caller set (PYTHONWARNINGS), tests/helpers
+    importable (``--model.backbone tiny_nets.SmallCNN``), plus ``extra``."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
-    return {**env, **extra}
+    paths = [str(HELPERS), *filter(None, [env.get("PYTHONPATH")])]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths), **extra}
 
 
 class ProgressProbe(Callback):
@@ -128,12 +142,19 @@ def _cli_value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def tiny_args(batch_size: int | None = TINY_BATCH_SIZE, **overrides: Any) -> list[str]:
+def tiny_args(
+    batch_size: int | None = TINY_BATCH_SIZE,
+    backbone: str | None = SMALL_BACKBONE,
+    **overrides: Any,
+) -> list[str]:
     """:data:`TINY_TRAINER` as CLI overrides (``None`` drops a setting), plus the batch size
-    (``None`` keeps the config's); no output folder: grid cells choose their own."""
+    and the backbone (``None`` keeps the config's); no output folder: grid cells choose
+    their own."""
     settings = {key: value for key, value in {**TINY_TRAINER, **overrides}.items()}
     args = [f"--trainer.{key}={_cli_value(v)}" for key, v in settings.items() if v is not None]
-    return args if batch_size is None else [*args, f"--data.init_args.batch_size={batch_size}"]
+    if batch_size is not None:
+        args.append(f"--data.init_args.batch_size={batch_size}")
+    return args if backbone is None else [*args, f"--model.backbone={backbone}"]
 
 
 @dataclass(frozen=True)
@@ -155,10 +176,16 @@ class TinyTrainer:
         asked for (``enable_checkpointing=True`` where a test adds a ModelCheckpoint)."""
         return self._settings({"logger": False, "enable_checkpointing": False, **overrides})
 
-    def args(self, batch_size: int | None = TINY_BATCH_SIZE, **overrides: Any) -> list[str]:
-        """``["--trainer.max_epochs=1", ..., "--data.init_args.batch_size=16"]`` to append
-        after ``--config`` (see :func:`tiny_args`), writing under ``root``."""
-        return tiny_args(batch_size, **{"default_root_dir": str(self.root), **overrides})
+    def args(
+        self,
+        batch_size: int | None = TINY_BATCH_SIZE,
+        backbone: str | None = SMALL_BACKBONE,
+        **overrides: Any,
+    ) -> list[str]:
+        """``["--trainer.max_epochs=1", ..., "--model.backbone=tiny_nets.SmallCNN"]`` to
+        append after ``--config`` (see :func:`tiny_args`), writing under ``root``."""
+        settings = {"default_root_dir": str(self.root), **overrides}
+        return tiny_args(batch_size, backbone, **settings)
 
 
 @pytest.fixture
@@ -184,10 +211,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> DDPRun:
     ``bn_probe`` its recalibrated BatchNorm buffers. Nothing reads a checkpoint: none is saved.
     """
     folder = tmp_path_factory.mktemp("ddp")
-    env = subprocess_env(
-        DDP_PROBE_DIR=str(folder),
-        PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "helpers"), str(ROOT)]),
-    )
+    env = subprocess_env(DDP_PROBE_DIR=str(folder))
     cmd = [sys.executable, "-m", "dsrelu_lightning", "fit"]
     cmd += ["--config", DIGITS_CONFIG]
     cmd += TinyTrainer(folder).args(max_epochs=2, limit_val_batches=1.0)

@@ -154,6 +154,7 @@ def test_defaults_are_the_registered_factories_keyword_defaults() -> None:
         "final_angle": 10.0,
         "steepness": 5.0,
         "negative_slope": 1.0,
+        "inplace": False,
     }
     assert activation_defaults("tanh") == {}
 

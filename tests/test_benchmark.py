@@ -19,9 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, DIGITS_CONFIG, ROOT, run_main, subprocess_env, tiny_args
+from conftest import (
+    CONFIGS,
+    DIGITS_CONFIG,
+    ROOT,
+    SMALL_BACKBONE,
+    run_main,
+    subprocess_env,
+    tiny_args,
+)
 
-from dsrelu_lightning import ResNetClassifier
+from dsrelu_lightning import Classifier
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.cli.config_compare import changed_keys, config_difference
@@ -276,14 +284,14 @@ def test_inspecting_a_config_parses_it_and_builds_no_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built_models = []
-    original = ResNetClassifier.__init__
+    original = Classifier.__init__
 
     @functools.wraps(original)  # the parser reads the signature through __wrapped__
-    def built(self: ResNetClassifier, *args: object, **kwargs: object) -> None:
+    def built(self: Classifier, *args: object, **kwargs: object) -> None:
         built_models.append(kwargs)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ResNetClassifier, "__init__", built)
+    monkeypatch.setattr(Classifier, "__init__", built)
     info = inspect_config(
         DIGITS_CONFIG, ["--data.init_args.num_folds", "3", "--model.activation", "mish"]
     )
@@ -677,13 +685,13 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
 def test_a_diverging_cell_is_recorded_and_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = ResNetClassifier.training_step
+    original = Classifier.training_step
 
-    def nan_from_epoch_1(self: ResNetClassifier, batch: object, batch_idx: int) -> torch.Tensor:
+    def nan_from_epoch_1(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
         loss = original(self, batch, batch_idx)
         return loss * float("nan") if self.current_epoch >= 1 else loss
 
-    monkeypatch.setattr(ResNetClassifier, "training_step", nan_from_epoch_1)
+    monkeypatch.setattr(Classifier, "training_step", nan_from_epoch_1)
     command = ["cv", "--config", DIGITS_CONFIG, "--folds", "0", "--output", str(tmp_path), *TINY]
     command += ["--keep_checkpoints", "none"]
     run_main(*command, "--model.activation", "relu").ok()
@@ -694,3 +702,53 @@ def test_a_diverging_cell_is_recorded_and_not_retried(
     assert set(data["test"]) == {"acc", "f1", "auroc", "loss"}
     assert "(finished earlier, skipped)" in run_main(*command, "--model.activation", "relu").ok()
     assert "relu/fold 0: diverged" in (tmp_path / "summary.md").read_text()
+
+
+def test_backbones_are_a_grid_axis_compared_within_each_backbone(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    backbones = f"{SMALL_BACKBONE},tiny_nets.LateStemCNN"
+    command = ["benchmark", "--config", DIGITS_CONFIG, "--activations", "relu,mish,dsrelu"]
+    command += ["--folds", "0,1", "--backbones", backbones, "--output", str(output)]
+    command += [*tiny_args(backbone=None, max_epochs=1), "--keep_checkpoints", "none"]
+    log = run_main(*command).ok()
+    assert "benchmark: 12 cells" in log
+    records = {p.parent: result(p.parent) for p in output.glob("**/result.json")}
+    assert len(records) == 12
+    for folder, data in records.items():
+        backbone = folder.relative_to(output / "digits").parts[0]
+        assert data["backbone"] == backbone == data["config"]["model"]["backbone"]
+    summary = list(csv.DictReader((output / "summary.csv").open()))
+    assert sorted((r["backbone"], r["label"]) for r in summary) == sorted(
+        (b, label) for b in backbones.split(",") for label in ("relu", "mish", "dsrelu")
+        for _ in range(2)
+    )  # fmt: skip
+    tests = list(csv.DictReader((output / "summary_tests.csv").open()))
+    # Within each backbone: relu and mish against dsrelu, on acc and F1, over its 2 folds.
+    assert sorted((r["backbone"], r["label"], r["metric"]) for r in tests) == sorted(
+        (b, label, m) for b in backbones.split(",") for label in ("relu", "mish")
+        for m in ("val_acc", "val_f1")
+    )  # fmt: skip
+    assert {r["n"] for r in tests} == {"2"}
+    markdown = (output / "summary.md").read_text()
+    for backbone in backbones.split(","):
+        assert f"## digits/{backbone}\n" in markdown
+    assert "Friedman test on val acc over 2 tables (across tables)" in markdown
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backbones", "resnet35"], "unknown backbone 'resnet35' (did you mean resnet50?)"),
+        (
+            ["--backbones", "resnet18", "--model.backbone", "resnet34"],
+            "--model.backbone is set per",
+        ),
+    ],
+)
+def test_bad_backbone_axes_are_one_line_and_write_nothing(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    done = run_main("benchmark", "--config", DIGITS_CONFIG, "--output", str(output), *args)
+    assert done.code == 2 and done.err.count("\n") == 1 and message in done.err, done.err
+    assert not output.exists()

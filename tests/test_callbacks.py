@@ -9,11 +9,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import ProgressProbe, TinyTrainer
+from conftest import ProgressProbe, TinyTrainer, small_classifier
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from dsrelu_lightning import DSReLU, EpochTimer, MetricsHistory, ResNetClassifier, SlopeScheduler
+from dsrelu_lightning import DSReLU, EpochTimer, MetricsHistory, SlopeScheduler
 from dsrelu_lightning.data import DigitsDataModule
 
 
@@ -26,8 +26,7 @@ class CrashAt(Callback):
             raise RuntimeError("simulated crash")
 
 
-def _model() -> ResNetClassifier:
-    return ResNetClassifier(10, in_channels=1, stem="cifar")
+_model = small_classifier  # 4 DSReLU call sites
 
 
 def test_schedule_reaches_every_layer_each_epoch(tiny: TinyTrainer) -> None:
@@ -36,8 +35,7 @@ def test_schedule_reaches_every_layer_each_epoch(tiny: TinyTrainer) -> None:
     trainer.fit(_model(), DigitsDataModule(batch_size=16))
     assert len(probe.seen) == 8
     for epoch, _, values in probe.seen:
-        assert len(values) == 33
-        assert values == [pytest.approx(epoch / 4)] * 33
+        assert values == [pytest.approx(epoch / 4)] * 4
 
 
 def test_step_granularity_follows_global_step(tiny: TinyTrainer) -> None:
@@ -66,13 +64,13 @@ def test_resume_after_crash_continues_the_schedule_exactly(
     probe = ProgressProbe()
     trainer(probe).fit(_model(), DigitsDataModule(batch_size=16), ckpt_path=ckpt_dir / "last.ckpt")
     # The fresh model's buffers were restored from the checkpoint (epoch 1: t = 1/4) ...
-    assert probe.at_train_start == [pytest.approx(0.25)] * 33
+    assert probe.at_train_start == [pytest.approx(0.25)] * 4
     # ... and the schedule continues at epochs 2 and 3, exactly as without the crash.
     assert [(e, v) for e, _, v in probe.seen] == [
-        (2, [pytest.approx(0.5)] * 33),
-        (2, [pytest.approx(0.5)] * 33),
-        (3, [pytest.approx(0.75)] * 33),
-        (3, [pytest.approx(0.75)] * 33),
+        (2, [pytest.approx(0.5)] * 4),
+        (2, [pytest.approx(0.5)] * 4),
+        (3, [pytest.approx(0.75)] * 4),
+        (3, [pytest.approx(0.75)] * 4),
     ]
 
 

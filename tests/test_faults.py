@@ -12,10 +12,10 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import DIGITS_CONFIG, DDPRun, TinyTrainer
+from conftest import DIGITS_CONFIG, SMALL_BACKBONE, DDPRun, TinyTrainer, small_classifier
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
+from dsrelu_lightning import Classifier, DSReLU, SlopeScheduler
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.cli.app import build_cli
@@ -28,8 +28,8 @@ from dsrelu_lightning.training.callbacks import FiniteLossGuard, MetricsHistory
 
 
 def _short_fit(tiny: TinyTrainer, epochs: int = 3) -> list[str]:
-    """A short digits fit keeping one checkpoint file, the latest epoch's, with last.ckpt
-    a link to it (each ResNet-34 checkpoint is ~250 MB; CI disks can be small)."""
+    """A short digits fit on the small test network keeping one checkpoint file, the latest
+    epoch's, with last.ckpt a link to it."""
     return [
         "--config",
         DIGITS_CONFIG,
@@ -54,13 +54,13 @@ def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
     tiny: TinyTrainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[tuple[int, int, list[int]]] = []  # (epoch, batch, labels) as trained
-    original = ResNetClassifier.training_step
+    original = Classifier.training_step
 
-    def recording(self: ResNetClassifier, batch: Any, batch_idx: int) -> torch.Tensor:
+    def recording(self: Classifier, batch: Any, batch_idx: int) -> torch.Tensor:
         batches.append((self.current_epoch, batch_idx, batch[1].tolist()))
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(ResNetClassifier, "training_step", recording)
+    monkeypatch.setattr(Classifier, "training_step", recording)
     cli = build_cli(_short_fit(tiny), run=False)
     cli.trainer.callbacks.append(CrashMidEpoch(2))
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -84,7 +84,7 @@ def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
     )
     assert final["epoch"] == 2
     progress = [v.item() for k, v in final["state_dict"].items() if k.endswith(".progress")]
-    assert progress == [pytest.approx(2 / 3)] * 33
+    assert progress == [pytest.approx(2 / 3)] * 4  # the small network's 4 sites
 
     # validate and test from that checkpoint run with its slope, not t = 0.
     for stage in ("validate", "test"):
@@ -93,7 +93,7 @@ def test_fit_resumes_with_ckpt_path_last_and_continues_the_schedule(
             cli.model, cli.datamodule, ckpt_path=resumed / "checkpoints" / "last.ckpt"
         )
         layers = [m for m in cli.model.modules() if isinstance(m, DSReLU)]
-        assert [float(m.progress) for m in layers] == [pytest.approx(2 / 3)] * 33
+        assert [float(m.progress) for m in layers] == [pytest.approx(2 / 3)] * 4
 
 
 def test_ckpt_path_last_resumes_only_a_run_with_the_same_model_and_data(
@@ -142,7 +142,7 @@ class PoisonWeights(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if (trainer.current_epoch, batch_idx) == self.at:
             with torch.no_grad():
-                pl_module.model.fc.weight.fill_(float("nan"))
+                pl_module.model.head.weight.fill_(float("nan"))
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
@@ -153,7 +153,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
     trainer = pl.Trainer(
         callbacks=callbacks, **tiny.kwargs(max_epochs=3, enable_checkpointing=True)
     )
-    model = ResNetClassifier(10, in_channels=1, stem="cifar")
+    model = small_classifier()
     with pytest.raises(TrainingDivergedError, match=r"NaN or infinite at epoch 1, step 1 of"):
         trainer.fit(model, DigitsDataModule(batch_size=16))
     kept = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -187,6 +187,7 @@ def test_a_full_disk_leaves_no_half_written_file(tmp_path: Path, monkeypatch) ->
 
 def test_room_needed_counts_the_checkpoint_files_kept(tiny: TinyTrainer, tmp_path: Path) -> None:
     base = ["--config", DIGITS_CONFIG, f"--trainer.default_root_dir={tmp_path}"]
+    base.append(f"--model.backbone={SMALL_BACKBONE}")
     cli = build_cli(base, run=False)
     checkpoint_bytes = 3 * sum(p.numel() * 4 for p in cli.model.parameters())  # + Adam
     assert room(cli.trainer, cli.model) == 2 * checkpoint_bytes  # best and last
@@ -211,10 +212,10 @@ def test_ddp_on_two_cpu_processes(ddp_run: DDPRun) -> None:
     assert all(r["world_size"] == 2 for r in ranks)
     # Downloads and caches are prepared by one rank only.
     assert sorted(p.name for p in tmp_path.glob("prepared_by_rank*")) == ["prepared_by_rank0"]
-    # Every rank ran every batch with all 33 layers at the same, scheduled progress.
+    # Every rank ran every batch with all 4 layers at the same, scheduled progress.
     assert ranks[0]["progress"] == ranks[1]["progress"]
     assert [p[0] for p in ranks[0]["progress"]] == pytest.approx([0, 0, 0.5, 0.5])
-    assert all(len(set(p)) == 1 and len(p) == 33 for p in ranks[0]["progress"])
+    assert all(len(set(p)) == 1 and len(p) == 4 for p in ranks[0]["progress"])
     # Validation saw each sample once over both ranks (no DistributedSampler padding)...
     val_size = len(DigitsDataModule()._split()["pool"]) // 5
     assert sum(r["val_samples"] for r in ranks) in (val_size, val_size + 1)

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DDPRun, TinyTrainer
+from conftest import DDPRun, TinyTrainer, small_classifier
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -28,9 +28,7 @@ from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.training.bn_stats import batch_norms, recalibrate
 
-
-def _model(activation: str = "dsrelu") -> ResNetClassifier:
-    return ResNetClassifier(10, in_channels=1, stem="cifar", activation=activation)
+_model = small_classifier
 
 
 def test_recalibrated_buffers_equal_a_cumulative_average_of_the_batch_statistics() -> None:
@@ -184,7 +182,7 @@ def test_num_batches_below_one_is_refused(bad: int) -> None:
 class _SettledStatistics(Callback):
     """Start from statistics of the training data (as after many epochs), one BN scaled."""
 
-    def __init__(self, scale: float, layer: str = "model.layer4.0.bn1") -> None:
+    def __init__(self, scale: float, layer: str = "model.bn2") -> None:
         self.scale, self.layer = scale, layer
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -223,7 +221,7 @@ def test_stale_ratio_is_large_for_a_stale_layer_and_warns_naming_it(
     kwargs = {**tiny.kwargs(), "logger": CSVLogger(tmp_path, name="run")}
     callbacks = [_SettledStatistics(100.0), BNStalenessMonitor(), MetricsHistory()]
     trainer = pl.Trainer(callbacks=callbacks, **{**kwargs, "max_epochs": 1})
-    with pytest.warns(UserWarning, match=r"'model.layer4.0.bn1'.*--precise_bn.enabled true"):
+    with pytest.warns(UserWarning, match=r"'model.bn2'.*--precise_bn.enabled true"):
         trainer.fit(_model("relu"), DigitsDataModule(batch_size=32))
     (row,) = csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open())
     assert float(row["bn/stale_ratio"]) > 50

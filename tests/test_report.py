@@ -319,7 +319,7 @@ def test_reference_option_changes_the_comparison(grid: tuple[Path, dict]) -> Non
     assert {row[0] for row in rows} == {"mish", "dsrelu", "dsrelu_75_30"}
     assert {row[1] for row in rows} == {"relu"}
     markdown = write_report(output, reference="gelu").read_text()
-    assert "No label 'gelu' in this dataset: nothing to compare against." in markdown
+    assert "No label 'gelu' in this table: nothing to compare against." in markdown
 
 
 def test_figures_are_written_per_dataset(grid: tuple[Path, dict]) -> None:
@@ -341,10 +341,10 @@ def test_figures_of_precise_bn_and_across_datasets(tmp_path: Path) -> None:
             for fold in (0, 1, 2):
                 fake_cell(tmp_path, dataset, label, fold, rng, precise_bn=label != "mish")
     markdown = write_report(tmp_path).read_text()
-    for name in ("digits_val_vs_val_ema", "digits_bn_stale_ratio", "all_datasets_cd_diagram"):
+    for name in ("digits_val_vs_val_ema", "digits_bn_stale_ratio", "across_tables_cd_diagram"):
         assert (tmp_path / "figures" / f"{name}.png").read_bytes().startswith(PNG)
         assert f"](figures/{name}.png)" in markdown
-    assert "Friedman test on val acc over 2 datasets (all datasets): chi2" in markdown
+    assert "Friedman test on val acc over 2 tables (across tables): chi2" in markdown
 
 
 def test_labels_repeated_over_more_seeds_get_their_own_rank_test(tmp_path: Path) -> None:
@@ -445,7 +445,7 @@ def test_a_grid_without_dsrelu_has_no_tests_and_no_slope_figure(tmp_path: Path) 
         fake_cell(tmp_path, "digits", "relu", fold, rng)
         fake_cell(tmp_path, "digits", "tanh", fold, rng)
     markdown = write_report(tmp_path).read_text()
-    assert "No DSReLU label in this dataset: nothing to compare against." in markdown
+    assert "No DSReLU label in this table: nothing to compare against." in markdown
     assert (tmp_path / "summary_tests.csv").read_text().strip() == ",".join(TEST_COLUMNS)
     assert not (tmp_path / "figures" / "digits_dsrelu_slope.png").exists()
     assert (tmp_path / "figures" / "digits_val_curves.png").is_file()
@@ -461,7 +461,7 @@ def test_bad_result_folders_raise_configuration_errors(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     fake_cell(tmp_path / "a", "digits", "relu", 0, rng)
     fake_cell(tmp_path / "b", "digits", "relu", 0, rng)
-    with pytest.raises(ConfigurationError, match="are both digits/relu/seed 42/fold 0"):
+    with pytest.raises(ConfigurationError, match="are both digits/resnet34/relu/seed 42/fold 0"):
         write_report(tmp_path)
     (tmp_path / "b" / "digits" / "relu" / "fold0" / "result.json").write_text("{trunc")
     with pytest.raises(ConfigurationError, match="is not a readable benchmark result"):

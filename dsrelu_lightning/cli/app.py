@@ -20,13 +20,18 @@ from dsrelu_lightning.cli.fit_checks import (
     warn_if_last_only_at_the_end,
 )
 from dsrelu_lightning.cli.fit_summary import fit_summary
-from dsrelu_lightning.cli.help import ShortHelpFormatter, activation_help, suggest_key
+from dsrelu_lightning.cli.help import (
+    ShortHelpFormatter,
+    activation_help,
+    backbone_help,
+    suggest_key,
+)
 from dsrelu_lightning.cli.preflight import check_checkpoint, check_output_dir
 from dsrelu_lightning.cli.user_errors import report_user_errors
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.training.defaults import DEFAULT_CALLBACKS
-from dsrelu_lightning.training.module import ResNetClassifier
+from dsrelu_lightning.training.module import Classifier
 from dsrelu_lightning.training.prediction_writer import PredictionWriter
 
 __all__ = ["DSReLUCLI", "build_cli", "main", "parse_config"]
@@ -48,7 +53,8 @@ class DSReLUCLI(LightningCLI):
     """
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Lightning's core arguments, with ``--model.activation`` a registered name.
+        """Lightning's core arguments, with ``--model.activation`` and ``--model.backbone``
+        names (or import paths) as strings.
 
         Python callers may pass a class or a callable; on the command line the type hint
         would make jsonargparse list every ``nn.Module`` subclass in the help.
@@ -61,12 +67,16 @@ class DSReLUCLI(LightningCLI):
             "model",
             fail_untyped=False,
             sub_configs=True,
-            skip={"activation"},
+            skip={"activation", "backbone"},
         )
-        default = inspect.signature(self._model_class).parameters["activation"].default
+        defaults = inspect.signature(self._model_class).parameters
         parser.groups["model"].add_argument(
-            "--model.activation", type=str, default=default, help=activation_help()
+            "--model.backbone", type=str, default=defaults["backbone"].default, help=backbone_help()
         )
+        parser.groups["model"].add_argument(
+            "--model.activation", type=str, default=defaults["activation"].default,
+            help=activation_help(),
+        )  # fmt: skip
         if self.datamodule_class is not None:
             parser.add_lightning_class_args(
                 self._datamodule_class, "data", subclass_mode=self.subclass_mode_data
@@ -233,7 +243,7 @@ def build_cli(
     quiet = {"exit_on_error": False, "formatter_class": ShortHelpFormatter}
     subcommands = {name: {**quiet, **_subcommand_help(name)} for name in DSReLUCLI.subcommands()}
     return cli_class(
-        ResNetClassifier,
+        Classifier,
         KFoldDataModule,
         subclass_mode_data=True,
         seed_everything_default=42,

@@ -17,6 +17,7 @@ from dsrelu_lightning.nn.activations import ACTIVATIONS, DSReLU
 __all__ = [
     "ShortHelpFormatter",
     "activation_help",
+    "backbone_help",
     "closest_option",
     "first_sentence",
     "suggest_key",
@@ -34,13 +35,25 @@ def first_sentence(text: str) -> str:
 def activation_help() -> str:
     """The help of ``--model.activation``: the registered names and DSReLU's arguments."""
     dsrelu_args = ", ".join(
-        f"{p.name}={p.default}" for p in inspect.signature(DSReLU).parameters.values()
+        f"{p.name}={p.default}"
+        for p in inspect.signature(DSReLU).parameters.values()
+        if p.name != "inplace"
     )
     return (
         f"activation at every site, one of: {', '.join(ACTIVATIONS)} (case-insensitive); "
         f"its keyword arguments go in --model.activation_args, DSReLU's (angles in degrees, "
         f"the paper's defaults): {dsrelu_args}; from Python an nn.Module class or a "
         "zero-argument callable is accepted too"
+    )
+
+
+def backbone_help() -> str:
+    """The help of ``--model.backbone``."""
+    return (
+        "the network: a torchvision classification model (resnet18, resnet34, resnet50, "
+        "vgg11_bn, densenet121, mobilenet_v3_small, efficientnet_b0, convnext_tiny, vit_b_16, "
+        "...) or an import path to your own nn.Module class or factory (mypkg.nets.SmallCNN); "
+        "its builder's arguments go in --model.backbone_args"
     )
 
 

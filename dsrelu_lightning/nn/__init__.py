@@ -1,4 +1,5 @@
-"""The network layer: activations (DSReLU, the registry), DSReLU's kernel, networks."""
+"""The network layer: activations (DSReLU, the registry), DSReLU's kernel, backbones by name,
+and replace_activations (every activation call site its own module)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ _EXPORTS = {
     "build_activation": "activations",
     "canonical_activation_name": "activations",
     "dsrelu_slope": "activations",
-    "ActivatedBasicBlock": "resnet",
     "build_resnet34": "resnet",
+    "Backbone": "backbones",
+    "build_backbone": "backbones",
+    "torchvision_classifiers": "backbones",
+    "ActivationReport": "replace",
+    "convert_activations": "replace",
+    "replace_activations": "replace",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -32,4 +38,10 @@ if TYPE_CHECKING:
         canonical_activation_name,
         dsrelu_slope,
     )
-    from dsrelu_lightning.nn.resnet import ActivatedBasicBlock, build_resnet34
+    from dsrelu_lightning.nn.backbones import Backbone, build_backbone, torchvision_classifiers
+    from dsrelu_lightning.nn.replace import (
+        ActivationReport,
+        convert_activations,
+        replace_activations,
+    )
+    from dsrelu_lightning.nn.resnet import build_resnet34

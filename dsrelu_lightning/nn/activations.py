@@ -77,6 +77,9 @@ class DSReLU(nn.Module):
         final_angle: angle in degrees of the positive side at the end (paper: 10).
         steepness: ``k`` of the sigmoid schedule (paper: 5).
         negative_slope: slope for ``x <= 0`` (paper and its code: 1.0, the identity).
+        inplace: accepted and ignored (DSReLU always returns a new tensor), so that DSReLU
+            can be given where networks build ``act_layer(inplace=True)`` (timm's
+            ``act_layer``, torchvision's ``activation_layer``).
 
     ``progress`` is a registered scalar buffer, so it is saved in checkpoints and
     follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it.
@@ -90,6 +93,7 @@ class DSReLU(nn.Module):
         final_angle: float = 10.0,
         steepness: float = 5.0,
         negative_slope: float = 1.0,
+        inplace: bool = False,
     ) -> None:
         super().__init__()
         self.initial_angle = _finite("initial_angle", initial_angle)

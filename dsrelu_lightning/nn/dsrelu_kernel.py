@@ -1,12 +1,12 @@
 """DSReLU's elementwise kernels: ``y = s * x`` for ``x > 0``, ``negative_slope * x`` otherwise.
 
-:func:`dsrelu` runs a custom autograd Function that saves one tensor for backward (``y``,
-or ``x`` when ``negative_slope < 0``), as ``F.leaky_relu`` saves ``x``; ``s`` is a 0-dim
-tensor on ``x``'s device, never read on the host. Two kernels give the same values: a
-``torch.compile``d one (one fused pass each way, compiled once per :data:`KernelKey`) for
-large contiguous tensors, and an exact eager one for the rest, ``DSRELU_KERNEL=eager``, and
-after a compile failure (warned once). docs/performance.md says how each works and what it
-costs.
+:func:`dsrelu` runs a custom autograd Function that saves one tensor for backward, its input
+``x``, as ``F.leaky_relu`` does (never its output, which networks may change in place); ``s``
+is a 0-dim tensor on ``x``'s device, never read on the host. Two kernels give the same
+values: a ``torch.compile``d one (one fused pass each way, compiled once per
+:data:`KernelKey`) for large contiguous tensors, and an exact eager one for the rest,
+``DSRELU_KERNEL=eager``, and after a compile failure (warned once). docs/performance.md says
+how each works and what it costs.
 """
 
 from __future__ import annotations
@@ -244,8 +244,9 @@ class _DSReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, slope: Tensor, negative_slope: float) -> Tensor:
         y = _run(0, dsrelu_forward_eager, (x,), slope, negative_slope)
-        # y > 0 exactly where x > 0 when the negative side does not flip signs.
-        ctx.save_for_backward(y if negative_slope >= 0 else x)
+        # The input, as F.leaky_relu saves it: networks write into an activation's output
+        # in place (torchvision's MobileNetV3 runs Dropout(inplace=True) after Hardswish).
+        ctx.save_for_backward(x)
         ctx.slope = slope
         ctx.negative_slope = negative_slope
         return y

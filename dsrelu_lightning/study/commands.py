@@ -30,6 +30,11 @@ def _grid_parser(prog: str, description: str, cv: bool) -> CommandParser:
     parser.add_argument("--reference", help="the report's reference label (default dsrelu)")
     parser.add_argument("--folds", help="comma-separated fold indices (default: every fold)")
     parser.add_argument(
+        "--backbones",
+        help="comma-separated networks to compare, e.g. resnet18,resnet34,mobilenet_v3_small "
+        "(torchvision names or import paths; default: the grid's, else the config's own)",
+    )
+    parser.add_argument(
         "--seeds",
         help="comma-separated seeds of repeated k-fold, e.g. 42,43,44; each sets "
         "seed_everything and the fold assignment (default: the config's seed_everything)",
@@ -88,6 +93,7 @@ def benchmark_main(argv: Sequence[str]) -> None:
         grids.parse_shard(args.shard),
         keep_checkpoints=args.keep_checkpoints,
         seeds=grids.parse_seeds(args.seeds) if args.seeds is not None else None,
+        backbones=grids.parse_backbones(args.backbones) if args.backbones else grid.backbones,
     )
     _report_after(args.output, run.busy, args.reference)
 
@@ -112,6 +118,7 @@ def cv_main(argv: Sequence[str]) -> None:
         grids.parse_shard(args.shard),
         keep_checkpoints=args.keep_checkpoints,
         seeds=grids.parse_seeds(args.seeds) if args.seeds is not None else None,
+        backbones=grids.parse_backbones(args.backbones) if args.backbones else None,
     )
     _report_after(args.output, run.busy, args.reference or label)
 

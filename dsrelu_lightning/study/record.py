@@ -43,6 +43,7 @@ class CellRecord:
     label: str
     fold: int
     seed: int | bool | None = None
+    backbone: str | None = None
     activation: str | None = None
     activation_args: Mapping[str, Any] | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)

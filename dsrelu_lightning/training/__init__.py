@@ -12,6 +12,7 @@ _EXPORTS = {
     "FiniteLossGuard": "callbacks",
     "MetricsHistory": "callbacks",
     "PreciseBN": "precise_bn",
+    "Classifier": "module",
     "ResNetClassifier": "module",
     "SlopeScheduler": "slope_scheduler",
     "default_callbacks": "defaults",
@@ -23,6 +24,6 @@ if TYPE_CHECKING:
     from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
     from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
     from dsrelu_lightning.training.defaults import default_callbacks
-    from dsrelu_lightning.training.module import ResNetClassifier
+    from dsrelu_lightning.training.module import Classifier, ResNetClassifier
     from dsrelu_lightning.training.precise_bn import PreciseBN
     from dsrelu_lightning.training.slope_scheduler import SlopeScheduler

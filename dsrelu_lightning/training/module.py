@@ -1,38 +1,33 @@
-"""ResNetClassifier: the LightningModule that trains ResNet-34 with a pluggable activation."""
+"""Classifier: the LightningModule that trains any network with a pluggable activation at
+every call site; ResNetClassifier: the paper's ResNet-34."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
 
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.activation_kinds import resolve_kinds
 from dsrelu_lightning.nn.activations import activation_factory
-from dsrelu_lightning.nn.resnet import Stem, build_resnet34
+from dsrelu_lightning.nn.backbones import DEFAULT_BACKBONE, BackboneSpec, Stem, build_backbone
+from dsrelu_lightning.nn.input_fit import input_error
+from dsrelu_lightning.nn.replace import convert_activations, warn_untraced
 from dsrelu_lightning.training.evaluable import EvaluationOutput
+from dsrelu_lightning.training.metrics import stage_metrics
 
-__all__ = ["ResNetClassifier"]
+__all__ = ["Classifier", "ResNetClassifier"]
 
-
-def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    # validate_args=False: torchmetrics' per-batch argument checks (torch.unique over the
-    # targets, range checks) cost a host sync per batch; F.cross_entropy has already
-    # rejected out-of-range targets before the metrics see them.
-    checks = {"validate_args": False}
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro", **checks),
-            "f1": MulticlassF1Score(num_classes, average="macro", **checks),
-            "auroc": MulticlassAUROC(num_classes, average="macro", thresholds=None, **checks),
-        },
-        prefix=prefix,
-    )
+# Checkpoints of the first release named the two sites of a ResNet block act1 and act2.
+_OLD_SITE_NAMES = ((re.compile(r"^(model\.layer\d+\.\d+\.)act1\."), r"\1relu."),
+                   (re.compile(r"^(model\.layer\d+\.\d+\.)act2\."), r"\1relu_1."))  # fmt: skip
 
 
 def _fused_adam_supported(params: list[Tensor]) -> bool:
@@ -48,24 +43,29 @@ def _fused_adam_supported(params: list[Tensor]) -> bool:
     )
 
 
-class ResNetClassifier(pl.LightningModule):
-    """ResNet-34 image/signal classifier with a pluggable activation function.
+class Classifier(pl.LightningModule):
+    """Any classification network with a pluggable activation at every activation call site.
 
     Args:
         num_classes: number of classes (linked from the data module by the CLI).
+        backbone: a torchvision classification builder (``resnet18``, ``resnet34``,
+            ``mobilenet_v3_small``, ``vit_b_16``...) or an import path to your own
+            ``nn.Module`` class or factory (``mypkg.nets.SmallCNN``); from Python also the
+            class or factory itself. Random init; never downloads weights.
+        backbone_args: keyword arguments for the builder, e.g. ``{"width_mult": 0.5}``.
         activation: a registered name (``"dsrelu"``, ``"relu"``, ``"mish"``...), an
-            ``nn.Module`` class or a zero-argument callable; each site gets a new module.
+            ``nn.Module`` class or a zero-argument callable; each call site gets a new module.
         in_channels: input channels (linked from the data module by the CLI).
-        stem: ``"imagenet"`` (7x7/2 conv + max-pool, the paper's) or ``"cifar"`` (3x3/1).
+        stem: ``"imagenet"`` (the builder's own) or ``"cifar"`` for small images: the ResNet
+            family's 3x3/1 stem without max-pool, other networks' first conv at stride 1.
         lr: Adam learning rate (the authors' code used 1e-3, the paper states 1e-4).
         weight_decay: Adam weight decay (the paper used none).
         activation_args: keyword arguments for the activation, e.g.
             ``{"initial_angle": 75, "final_angle": 30}`` for DSReLU.
-        compile: ``torch.compile`` the ResNet (not the metrics or logging) when a Trainer
-            sets the module up (``configure_model``). The weights keep their names, so
-            checkpoints load with or without it. The first steps of each mode (train,
-            validation) pay the compilation; DSReLU's progress stays a tensor, so the
-            slope schedule never recompiles.
+        activation_targets: the kinds of call sites to replace, e.g. ``["ReLU", "GELU"]``
+            (default: every hidden nonlinearity; never the Sigmoid/Hardsigmoid gates).
+        compile: ``torch.compile`` the network (not the metrics) when a Trainer sets the
+            module up; the weights keep their names, so checkpoints load either way.
 
     Adam uses its fused kernel wherever the parameters' device has one (CUDA, CPU...).
     """
@@ -73,12 +73,15 @@ class ResNetClassifier(pl.LightningModule):
     def __init__(
         self,
         num_classes: int,
+        backbone: BackboneSpec = DEFAULT_BACKBONE,
+        backbone_args: dict[str, Any] | None = None,
         activation: str | Callable[[], nn.Module] = "dsrelu",
         in_channels: int = 3,
         stem: Stem = "imagenet",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         activation_args: dict[str, Any] | None = None,
+        activation_targets: list[str] | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -87,25 +90,43 @@ class ResNetClassifier(pl.LightningModule):
         if weight_decay < 0:
             raise ConfigurationError(f"weight_decay must be >= 0, got {weight_decay}")
         self.save_hyperparameters()
+        self.num_classes, self.lr, self.weight_decay = num_classes, lr, weight_decay
+        self.compile_network = compile
         make_activation = activation_factory(activation, **(activation_args or {}))
-        self.model = build_resnet34(num_classes, make_activation, in_channels, stem)
-        self.train_metrics = _stage_metrics(num_classes, "train/")
-        self.val_metrics = _stage_metrics(num_classes, "val/")
-        self.test_metrics = _stage_metrics(num_classes, "test/")
+        built = build_backbone(backbone, num_classes, in_channels, stem, backbone_args)
+        self.model, report = convert_activations(built.network, make_activation, activation_targets)
+        if report.total == 0:
+            kinds = ", ".join(kind.name for kind in resolve_kinds(activation_targets))
+            raise ConfigurationError(
+                f"no activation call site found in backbone {built.name} (looked for {kinds}); "
+                "choose the kinds it uses with --model.activation_targets, e.g. '[Tanh]'"
+            )
+        warn_untraced(report)
+        self.description = "; ".join([f"{built.name}: {report}", *built.notes])
+        """What was built: the backbone, the sites replaced, what was adapted to the data."""
+        self.train_metrics = stage_metrics(num_classes, "train/")
+        self.val_metrics = stage_metrics(num_classes, "val/")
+        self.test_metrics = stage_metrics(num_classes, "test/")
         self._compiled = False
 
     def configure_model(self) -> None:
         """Compile the network once (``compile=True``); Lightning calls this in every run."""
-        if self.hparams.compile and not self._compiled:
+        if self.compile_network and not self._compiled:
             self.model.compile()
             self._compiled = True
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        try:
+            return self.model(x)
+        except (RuntimeError, AssertionError, ValueError) as error:
+            diagnosed = input_error(self.model, x, error)
+            if diagnosed is error:
+                raise
+            raise diagnosed from error
 
     def evaluation_metrics(self, prefix: str) -> MetricCollection:
         """Accuracy, macro F1 and macro AUROC, named ``<prefix>acc`` etc., on this device."""
-        return _stage_metrics(self.hparams.num_classes, prefix).to(self.device)
+        return stage_metrics(self.num_classes, prefix).to(self.device)
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor]) -> EvaluationOutput:
         """The loss and class probabilities of one ``(inputs, targets)`` batch."""
@@ -156,7 +177,50 @@ class ResNetClassifier(pl.LightningModule):
         params = list(self.parameters())
         return torch.optim.Adam(
             params,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
             fused=_fused_adam_supported(params) or None,
         )
+
+    def on_fit_start(self) -> None:
+        rank_zero_info(f"Network {self.description}")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Read checkpoints of the first release, whose ResNet blocks named their sites
+        act1/act2 (now relu/relu_1, the names of torchvision's own attribute)."""
+        state = checkpoint.get("state_dict", {})
+        for key in list(state):
+            new = key
+            for pattern, replacement in _OLD_SITE_NAMES:
+                new = pattern.sub(replacement, new)
+            if new != key:
+                state[new] = state.pop(key)
+
+
+class ResNetClassifier(Classifier):
+    """:class:`Classifier` on torchvision's ResNet-34 (the paper's network), with the first
+    release's arguments; its checkpoints, old and new, load into either class."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        activation: str | Callable[[], nn.Module] = "dsrelu",
+        in_channels: int = 3,
+        stem: Stem = "imagenet",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        activation_args: dict[str, Any] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(
+            num_classes,
+            DEFAULT_BACKBONE,
+            activation=activation,
+            in_channels=in_channels,
+            stem=stem,
+            lr=lr,
+            weight_decay=weight_decay,
+            activation_args=activation_args,
+            compile=compile,
+        )
+        self.save_hyperparameters()  # its own arguments: what load_from_checkpoint passes

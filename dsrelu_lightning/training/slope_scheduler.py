@@ -6,6 +6,7 @@ import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from dsrelu_lightning.errors import ConfigurationError
@@ -28,10 +29,11 @@ class SlopeScheduler(Callback):
             ``t = global_step / estimated_stepping_batches`` before each batch.
         schedule: ``"paper"`` (default) moves EVERY DSReLU layer as above.
             ``"authors_code"`` emulates the authors' published code, for ablations only:
-            only the first DSReLU (the stem's, ``model.relu``) advances, by
+            only the first DSReLU in forward order (the stem's) advances, by
             ``t = current_epoch / len(train_dataloader)`` (Lightning's
-            ``num_training_batches``), so ``t`` stays near 0; every block's DSReLU stays
-            at ``t = 0``. Per-epoch only.
+            ``num_training_batches``), so ``t`` stays near 0; every other DSReLU stays
+            at ``t = 0``. Per-epoch only. The order is read from one forward of the first
+            training batch in eval mode without grad (nothing in the model changes).
 
     Progress is set in training hooks, never in ``setup``, so a resumed fit continues
     the schedule from the restored epoch/step. Logs ``dsrelu/slope`` (the first layer's)
@@ -59,9 +61,11 @@ class SlopeScheduler(Callback):
         self.granularity = granularity
         self.schedule = schedule
         self._layers: list[DSReLU] = []
+        self._in_forward_order = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._layers = dsrelu_modules(pl_module)
+        self._in_forward_order = False
         if stage != "fit" or not self._layers or self.schedule == "authors_code":
             return
         if self.granularity == "epoch" and (trainer.max_epochs is None or trainer.max_epochs < 1):
@@ -117,5 +121,29 @@ class SlopeScheduler(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._layers and self.schedule == "authors_code" and not self._in_forward_order:
+            self._layers = _forward_order(pl_module, self._layers, batch)
+            self._in_forward_order = True
+            self._apply(trainer)
         if self._layers and self.granularity == "step":
             self._apply(trainer)
+
+
+def _forward_order(pl_module: pl.LightningModule, layers: list[DSReLU], batch: Any) -> list[DSReLU]:
+    """``layers`` in the order a forward of ``batch`` calls them (eval mode, no grad);
+    layers it never calls last, in their given order."""
+    called: list[DSReLU] = []
+    hooks = [layer.register_forward_pre_hook(lambda m, _: called.append(m)) for layer in layers]
+    modes = {m: m.training for m in pl_module.modules()}
+    inputs = batch[0] if isinstance(batch, list | tuple) else batch
+    try:
+        pl_module.eval()
+        with torch.no_grad():
+            pl_module(inputs.to(pl_module.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, training in modes.items():
+            module.training = training
+    first_calls = list(dict.fromkeys(called))
+    return first_calls + [layer for layer in layers if layer not in first_calls]

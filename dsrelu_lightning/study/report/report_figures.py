@@ -1,4 +1,4 @@
-"""The report's figures/: every dataset's plots from its cells, and the CD diagrams."""
+"""The report's figures/: every table's plots from its cells, and the CD diagrams."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dsrelu_lightning.study.report.figures import (
     stale_ratio_curves,
     validation_curves,
 )
-from dsrelu_lightning.study.report.results import CellResult, group_datasets
+from dsrelu_lightning.study.report.results import CellResult, group_tables
 from dsrelu_lightning.study.report.significance import ACROSS, rank_tests, repeated_rank_test
 
 __all__ = ["write_figures"]
@@ -24,9 +24,9 @@ def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list
     """Each dataset's curves, val vs val_ema, BN staleness, slope, epoch times, CD diagrams
     (one more over the labels with the most cells, see :func:`repeated_rank_test`)."""
     written: dict[str, list[Path]] = {}
-    datasets = group_datasets(results)
-    ranks = rank_tests(datasets)
-    for dataset, cells in datasets.items():
+    tables = group_tables(results)
+    ranks = rank_tests(tables)
+    for dataset, cells in tables.items():
         histories = {label: [r.history for r in runs.values()] for label, runs in cells.items()}
         times = {
             label: [
@@ -48,12 +48,10 @@ def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list
             title = f"{dataset}, {len(repeated.labels)} labels"
             figures["cd_diagram_repeated"] = critical_difference_diagram(repeated, title, "cells")
         written[dataset] = [
-            save_png(figure, folder / f"{dataset}_{name}.png")
+            save_png(figure, folder / f"{dataset.replace('/', '_')}_{name}.png")
             for name, figure in figures.items()
             if figure is not None
         ]
-    if ACROSS in ranks and (
-        figure := critical_difference_diagram(ranks[ACROSS], ACROSS, "datasets")
-    ):
-        written[ACROSS] = [save_png(figure, folder / "all_datasets_cd_diagram.png")]
+    if ACROSS in ranks and (figure := critical_difference_diagram(ranks[ACROSS], ACROSS, "tables")):
+        written[ACROSS] = [save_png(figure, folder / "across_tables_cd_diagram.png")]
     return written

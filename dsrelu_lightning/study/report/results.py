@@ -12,6 +12,7 @@ from typing import Any
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import PAPER_ACTIVATIONS
+from dsrelu_lightning.nn.backbones import DEFAULT_BACKBONE
 from dsrelu_lightning.study.record import RESULT_FILE, STAGE_METRICS, CellRecord
 
 __all__ = [
@@ -24,17 +25,18 @@ __all__ = [
     "cell_seed",
     "config_value",
     "group_cells",
-    "group_datasets",
+    "group_tables",
     "key_order",
     "label_order",
     "load_results",
+    "table_names",
 ]
 
 HISTORY_FILE = "epoch_metrics.csv"
 """MetricsHistory's per-epoch file in each cell's folder (the figures' curves)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CellResult:
     """One cell's record (its ``result.json``) and where it lies."""
 
@@ -49,6 +51,13 @@ class CellResult:
     @property
     def dataset(self) -> str:
         return self.record.dataset
+
+    @property
+    def backbone(self) -> str:
+        """The cell's network: its record's, else its saved config's, else ResNet-34 (the
+        only network of the records written before backbones existed)."""
+        saved = config_value(self, "model", "backbone")
+        return self.record.backbone or (saved if isinstance(saved, str) else DEFAULT_BACKBONE)
 
     @property
     def label(self) -> str:
@@ -115,11 +124,11 @@ def load_results(output: str | Path) -> list[CellResult]:
     output = Path(output)
     if not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is not a folder of benchmark results")
-    results: dict[tuple[str, str, int | None, int], CellResult] = {}
+    results: dict[tuple[str, str, str, int | None, int], CellResult] = {}
     for path in sorted(output.glob(f"**/{RESULT_FILE}")):
         try:
             result = CellResult(path, CellRecord.read(path))
-            key = (result.dataset, result.label, cell_seed(result), result.fold)
+            key = (result.dataset, result.backbone, result.label, cell_seed(result), result.fold)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(
                 f"{path} is not a readable benchmark result ({exc}); delete it and rerun "
@@ -127,8 +136,8 @@ def load_results(output: str | Path) -> list[CellResult]:
             ) from exc
         if key in results:
             raise ConfigurationError(
-                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/"
-                f"{'' if key[2] is None else f'seed {key[2]}/'}fold {key[3]}: "
+                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/{key[2]}/"
+                f"{'' if key[3] is None else f'seed {key[3]}/'}fold {key[4]}: "
                 "keep one of them"
             )
         results[key] = result
@@ -136,7 +145,10 @@ def load_results(output: str | Path) -> list[CellResult]:
         raise ConfigurationError(
             f"no {RESULT_FILE} under {str(output)!r}: run the benchmark (or cv) there first"
         )
-    return sorted(results.values(), key=lambda r: (r.dataset, label_order(r.label), *cell_order(r)))
+    return sorted(
+        results.values(),
+        key=lambda r: (r.dataset, r.backbone, label_order(r.label), *cell_order(r)),
+    )
 
 
 def label_order(label: str) -> tuple[int, str]:
@@ -190,10 +202,25 @@ def group_cells(results: Sequence[CellResult]) -> dict[str, dict[CellKey, CellRe
     return table
 
 
-def group_datasets(results: Sequence[CellResult]) -> dict[str, Cells]:
-    """dataset -> :func:`group_cells` of its results, datasets by name."""
-    names = sorted({r.dataset for r in results})
-    return {name: group_cells([r for r in results if r.dataset == name]) for name in names}
+def table_names(results: Sequence[CellResult]) -> dict[CellResult, str]:
+    """Each cell's table: its dataset, or ``dataset/backbone`` where the dataset's cells
+    ran on several networks (activations are compared within a table)."""
+    backbones: dict[str, set[str]] = {}
+    for result in results:
+        backbones.setdefault(result.dataset, set()).add(result.backbone)
+    return {
+        r: r.dataset if len(backbones[r.dataset]) == 1 else f"{r.dataset}/{r.backbone}"
+        for r in results
+    }
+
+
+def group_tables(results: Sequence[CellResult]) -> dict[str, Cells]:
+    """table -> :func:`group_cells` of its results, tables in the results' order."""
+    names = table_names(results)
+    tables: dict[str, list[CellResult]] = {}
+    for result in results:
+        tables.setdefault(names[result], []).append(result)
+    return {name: group_cells(cells) for name, cells in tables.items()}
 
 
 def key_order(key: CellKey) -> tuple[int, int]:

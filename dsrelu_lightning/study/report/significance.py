@@ -2,7 +2,8 @@
 (summary.md shows them: :mod:`~dsrelu_lightning.study.report.significance_text`).
 
 Cells pair by (seed, fold): two labels are compared on the cells both have, so r seeds x k
-folds give r * k pairs. One table (one dataset and metric) is one Holm family.
+folds give r * k pairs. A table is a dataset (and backbone, where a dataset ran on several);
+one table and metric is one Holm family.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dsrelu_lightning.study.report.results import (
     Cells,
     as_int,
     config_value,
-    group_datasets,
+    group_tables,
     key_order,
 )
 from dsrelu_lightning.study.report.stats import PairedComparison, compare_paired, holm
@@ -34,11 +35,12 @@ __all__ = [
     "resolve_reference",
 ]
 
-ACROSS = "all datasets"
-"""The key of the rank test whose blocks are the datasets."""
+ACROSS = "across tables"
+"""The key of the rank test whose blocks are the tables (datasets, backbones)."""
 TESTED_METRICS = (("acc", "val acc"), ("f1", "val F1"))
 TEST_COLUMNS = (
     "dataset",
+    "backbone",
     "metric",
     "label",
     "reference",
@@ -108,19 +110,19 @@ def _pairs(labels: Sequence[str], reference: str, all_pairs: bool) -> list[tuple
     return [(label, reference) for label in labels if label != reference]
 
 
-def comparison_rows(
-    dataset: str, cells: Cells, reference: str, all_pairs: bool = False
-) -> list[dict[str, Any]]:
-    """summary_tests.csv's rows for one dataset: each comparison on each tested metric.
+def comparison_rows(cells: Cells, reference: str, all_pairs: bool = False) -> list[dict[str, Any]]:
+    """summary_tests.csv's rows for one table: each comparison on each tested metric.
 
     Holm's adjustment runs over the comparisons of one metric (one table of summary.md).
     """
+    first = next(iter(next(iter(cells.values())).values()))
+    where = {"dataset": first.dataset, "backbone": first.backbone}
     rows = []
     for metric, _ in TESTED_METRICS:
         table = []
         for label, other in _pairs(list(cells), reference, all_pairs):
             result = asdict(_compare(cells, label, other, metric))
-            table.append({"dataset": dataset, "metric": f"val_{metric}", "label": label,
+            table.append({**where, "metric": f"val_{metric}", "label": label,
                           "reference": other, **result})  # fmt: skip
         for row, adjusted in zip(table, holm([r["p_corrected"] for r in table]), strict=True):
             row["p_holm"] = adjusted
@@ -162,41 +164,43 @@ def repeated_rank_test(cells: Cells, metric: str = "acc") -> RankTest | None:
     return friedman_nemenyi(_complete_blocks(subset, metric))
 
 
-def _dataset_means(datasets: Mapping[str, Cells], metric: str) -> dict[str, list[float]]:
-    """label -> its mean val ``metric`` per dataset, for the labels every dataset has a value of."""
+def _table_means(tables: Mapping[str, Cells], metric: str) -> dict[str, list[float]]:
+    """label -> its mean val ``metric`` per table, for the labels every table has a value of."""
     means: dict[str, list[float]] = {}
-    for label in next(iter(datasets.values())):
-        per_dataset = []
-        for cells in datasets.values():
+    for label in next(iter(tables.values())):
+        per_table = []
+        for cells in tables.values():
             values = [r.value("val", metric) for r in cells.get(label, {}).values()]
             present = [v for v in values if v is not None]
-            per_dataset.append(sum(present) / len(present) if present else None)
-        if all(v is not None for v in per_dataset):
-            means[label] = per_dataset  # type: ignore[assignment]
+            per_table.append(sum(present) / len(present) if present else None)
+        if all(v is not None for v in per_table):
+            means[label] = per_table  # type: ignore[assignment]
     return means
 
 
-def rank_tests(datasets: Mapping[str, Cells], metric: str = "acc") -> dict[str, RankTest]:
-    """Friedman + Nemenyi per dataset over its complete (seed, fold) blocks, and across datasets.
+def rank_tests(tables: Mapping[str, Cells], metric: str = "acc") -> dict[str, RankTest]:
+    """Friedman + Nemenyi per table over its complete (seed, fold) blocks, and across tables.
 
-    Across datasets (key ``ACROSS``, only with several) each block is one dataset, each
-    label's score there its mean over that dataset's cells; labels missing from a dataset drop.
+    Across tables (key ``ACROSS``, only with several: datasets, or backbones of a dataset)
+    each block is one table, each label's score there its mean over that table's cells;
+    labels missing from a table drop.
     """
     tests = {
-        name: friedman_nemenyi(_complete_blocks(cells, metric)) for name, cells in datasets.items()
+        name: friedman_nemenyi(_complete_blocks(cells, metric)) for name, cells in tables.items()
     }
-    if len(datasets) > 1:
-        tests[ACROSS] = friedman_nemenyi(_dataset_means(datasets, metric))
+    if len(tables) > 1:
+        tests[ACROSS] = friedman_nemenyi(_table_means(tables, metric))
     return tests
 
 
 def comparisons(
     results: Sequence[CellResult], reference: str | None = None, all_pairs: bool = False
 ) -> list[dict[str, Any]]:
-    """summary_tests.csv: one row per (dataset, metric, label, reference) comparison."""
+    """summary_tests.csv: one row per (table, metric, label, reference) comparison."""
     rows = []
-    for dataset, cells in group_datasets(results).items():
-        wanted = resolve_reference([r for r in results if r.dataset == dataset], reference)
+    for cells in group_tables(results).values():
+        members = [r for runs in cells.values() for r in runs.values()]
+        wanted = resolve_reference(members, reference)
         if len(cells) > 1 and (wanted is not None or all_pairs):
-            rows += comparison_rows(dataset, cells, wanted or "", all_pairs)
+            rows += comparison_rows(cells, wanted or "", all_pairs)
     return rows

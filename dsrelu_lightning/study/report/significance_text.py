@@ -97,23 +97,21 @@ def rank_lines(name: str, test: RankTest, unit: str) -> list[str]:
 
 
 def stats_section(
-    dataset: str, cells: Cells, reference: str | None, wanted: str | None, all_pairs: bool
+    table: str, cells: Cells, reference: str | None, wanted: str | None, all_pairs: bool
 ) -> list[str]:
-    """summary.md's paired tests and rank test of one dataset."""
+    """summary.md's paired tests and rank test of one table."""
     scope = "between every pair of labels" if all_pairs else f"against {reference or 'DSReLU'}"
     lines = ["", f"### Paired tests over (seed, fold) cells {scope}"]
     if reference is None and not all_pairs:
         missing = f"label {wanted!r}" if wanted else "DSReLU label"
-        lines += ["", f"No {missing} in this dataset: nothing to compare against."]
+        lines += ["", f"No {missing} in this table: nothing to compare against."]
     elif len(cells) < 2:
-        lines += ["", f"Only {next(iter(cells))} in this dataset: nothing to compare."]
+        lines += ["", f"Only {next(iter(cells))} in this table: nothing to compare."]
     else:
-        lines += comparison_lines(
-            comparison_rows(dataset, cells, reference or "", all_pairs), all_pairs
-        )
-    ranks = rank_tests({dataset: cells})[dataset]
-    lines += ["", "### Ranks", "", *rank_lines(dataset, ranks, "(seed, fold) cells")]
+        lines += comparison_lines(comparison_rows(cells, reference or "", all_pairs), all_pairs)
+    ranks = rank_tests({table: cells})[table]
+    lines += ["", "### Ranks", "", *rank_lines(table, ranks, "(seed, fold) cells")]
     if repeated := repeated_rank_test(cells):
-        name = f"{dataset}: {', '.join(repeated.labels)}"
+        name = f"{table}: {', '.join(repeated.labels)}"
         lines += ["", *rank_lines(name, repeated, "(seed, fold) cells")]
     return lines

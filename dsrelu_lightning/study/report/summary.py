@@ -26,9 +26,10 @@ from dsrelu_lightning.study.report.results import (
     cell_seed,
     config_value,
     group_cells,
-    group_datasets,
+    group_tables,
     key_order,
     load_results,
+    table_names,
 )
 from dsrelu_lightning.study.report.significance import (
     ACROSS,
@@ -76,6 +77,7 @@ def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
         data = result.data
         row: dict[str, Any] = {
             "dataset": result.dataset,
+            "backbone": result.backbone,
             "label": result.label,
             "activation": data.get("activation"),
             "activation_args": json.dumps(data.get("activation_args"), sort_keys=True),
@@ -114,13 +116,13 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _dataset_section(
-    dataset: str, results: Sequence[CellResult], wanted: str | None, all_pairs: bool
+def _table_section(
+    table: str, results: Sequence[CellResult], wanted: str | None, all_pairs: bool
 ) -> list[str]:
     cells = group_cells(results)
     reference = resolve_reference(results, wanted)
     return [
-        f"## {dataset}",
+        f"## {table}",
         "",
         *_protocol_lines(results),
         *_activation_lines(cells),
@@ -128,7 +130,7 @@ def _dataset_section(
         *_test_lines(cells),
         *bn_statistics_lines(cells),
         *_time_lines(cells, reference),
-        *stats_section(dataset, cells, reference, wanted, all_pairs),
+        *stats_section(table, cells, reference, wanted, all_pairs),
         *_status_lines(results),
     ]
 
@@ -252,7 +254,8 @@ def render_markdown(
     reference: str | None,
     all_pairs: bool = False,
 ) -> str:
-    """summary.md: per dataset the tables, the tests and links to its figures."""
+    """summary.md: per table (a dataset, or a dataset and backbone) the tables, the tests and
+    links to its figures; with several tables, the ranks across them."""
     lines = [
         "# Benchmark summary",
         "",
@@ -260,17 +263,18 @@ def render_markdown(
         "result.json); mean ± std is over (seed, fold) cells (sample std, ddof 1).",
         "",
     ]
-    datasets = sorted({r.dataset for r in results})
-    for dataset in datasets:
-        subset = [r for r in results if r.dataset == dataset]
-        lines += _dataset_section(dataset, subset, reference, all_pairs)
-        if figures.get(dataset):
+    names = table_names(results)
+    tables = list(dict.fromkeys(names.values()))
+    for table in tables:
+        subset = [r for r in results if names[r] == table]
+        lines += _table_section(table, subset, reference, all_pairs)
+        if figures.get(table):
             lines += ["### Figures", ""]
-            lines += [f"![{path.stem}]({FIGURES}/{path.name})" for path in figures[dataset]]
+            lines += [f"![{path.stem}]({FIGURES}/{path.name})" for path in figures[table]]
             lines.append("")
-    if len(datasets) > 1:
-        across = rank_tests(group_datasets(results))[ACROSS]
-        lines += [f"## {ACROSS}", "", *rank_lines(ACROSS, across, "datasets"), ""]
+    if len(tables) > 1:
+        across = rank_tests(group_tables(results))[ACROSS]
+        lines += [f"## {ACROSS}", "", *rank_lines(ACROSS, across, "tables"), ""]
         lines += [f"![{path.stem}]({FIGURES}/{path.name})" for path in figures.get(ACROSS, [])]
     return "\n".join(lines).rstrip() + "\n"
 

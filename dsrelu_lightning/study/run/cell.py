@@ -92,7 +92,7 @@ def cell_args(
         "--config",
         str(cell.config),
         *overrides,
-        *cell.variant.cli_args(),
+        *cell.cli_args(),
         "--data.init_args.fold_index",
         str(cell.fold),
         *seeds,
@@ -236,6 +236,7 @@ def _record(
     return CellRecord(
         dataset=cell.dataset,
         label=cell.variant.label,
+        backbone=str(model["backbone"]) if isinstance(model["backbone"], str) else None,
         fold=cell.fold,
         seed=cli.config["seed_everything"],
         activation=str(model["activation"]),

@@ -6,6 +6,7 @@ the labelled variants to compare, and optionally the folds::
     datasets:                 # name -> LightningCLI config, relative to this file
       digits: digits.yaml
     folds: [0, 1, 2, 3, 4]    # optional; default: every fold of each config
+    backbones: [resnet18, mobilenet_v3_small]   # optional; default: each config's network
     activations: [relu, leaky_relu, sigmoid, tanh, mish, dsrelu]   # registry defaults
     variants:                 # label -> activation, its arguments, per-cell overrides
       dsrelu_75_30: {activation: dsrelu, activation_args: {initial_angle: 75, final_angle: 30}}
@@ -20,8 +21,9 @@ sets per cell (:data:`~dsrelu_lightning.study.run.keys.CELL_KEYS`), the model se
 (:data:`~dsrelu_lightning.study.run.keys.SELECTION`) and the
 activation's own keys (use ``activation``/``activation_args``) are refused.
 
-Cells are ``dataset x label x seed x fold``: each seed sets both the fold assignment
-(``data.init_args.seed``) and ``seed_everything``, so several seeds are repeated k-fold.
+Cells are ``dataset x backbone x label x seed x fold``: each seed sets both the fold
+assignment (``data.init_args.seed``) and ``seed_everything``, so several seeds are repeated
+k-fold; each backbone sets ``model.backbone``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import yaml
 
 from dsrelu_lightning.data.splits import MAX_SEED
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.backbones import resolve_backbone
 from dsrelu_lightning.study.run.variants import (
     Variant,
     check_name,
@@ -48,13 +51,14 @@ __all__ = [
     "Grid",
     "grid_cells",
     "load_grid",
+    "parse_backbones",
     "parse_folds",
     "parse_seeds",
     "parse_shard",
     "shard_cells",
 ]
 
-_GRID_KEYS = ("datasets", "folds", "activations", "variants")
+_GRID_KEYS = ("datasets", "folds", "activations", "variants", "backbones")
 
 
 @dataclass(frozen=True)
@@ -72,29 +76,42 @@ class Cell:
     fold: int
     seed: int | None = None
     flat: bool = False
+    backbone: str | None = None
 
     @property
     def name(self) -> str:
-        """``dataset/label/seed s/fold k``, as the progress lines show it."""
+        """``dataset/[backbone/]label/seed s/fold k``, as the progress lines show it."""
         seed = "" if self.seed is None else f"seed {self.seed}/"
-        return f"{self.dataset}/{self.variant.label}/{seed}fold {self.fold}"
+        backbone = "" if self.backbone is None else f"{self.backbone}/"
+        return f"{self.dataset}/{backbone}{self.variant.label}/{seed}fold {self.fold}"
 
     def directory(self, output: str | Path) -> Path:
-        """The cell's own folder: ``<output>/<dataset>/<label>/seed<s>/fold<k>``
-        (``<label>/fold<k>`` without a seed or when ``flat``)."""
-        folder = Path(output) / self.dataset / self.variant.label
+        """The cell's own folder: ``<output>/<dataset>/[<backbone>/]<label>/seed<s>/fold<k>``
+        (``<label>/fold<k>`` without a seed or when ``flat``); a grid without --backbones
+        keeps the config's network and no backbone folder."""
+        folder = Path(output) / self.dataset
+        if self.backbone is not None:
+            folder /= self.backbone
+        folder /= self.variant.label
         if self.seed is not None and not self.flat:
             folder /= f"seed{self.seed}"
         return folder / f"fold{self.fold}"
 
+    def cli_args(self) -> list[str]:
+        """The LightningCLI overrides that select this cell's network and activation."""
+        backbone = [] if self.backbone is None else ["--model.backbone", self.backbone]
+        return [*backbone, *self.variant.cli_args()]
+
 
 @dataclass(frozen=True)
 class Grid:
-    """What a grid file defines: datasets (may be empty), labelled variants, folds."""
+    """What a grid file defines: datasets (may be empty), labelled variants, folds, and the
+    backbones to compare (None: each config's own network)."""
 
     datasets: dict[str, Path] = field(default_factory=dict, hash=False)
     variants: tuple[Variant, ...] = ()
     folds: tuple[int, ...] | None = None
+    backbones: tuple[str, ...] | None = None
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -132,7 +149,12 @@ def load_grid(path: str | Path) -> Grid:
         if not isinstance(folds, list):
             raise ConfigurationError(f"{source}: 'folds' must be a list such as [0, 1, 2]")
         folds = parse_folds(",".join(str(f) for f in folds))
-    return Grid(datasets, tuple(variants), folds)
+    backbones = data.get("backbones")
+    if backbones is not None:
+        if not isinstance(backbones, list):
+            raise ConfigurationError(f"{source}: 'backbones' must be a list such as [resnet18]")
+        backbones = parse_backbones(",".join(str(b) for b in backbones))
+    return Grid(datasets, tuple(variants), folds, backbones)
 
 
 def _grid_datasets(entries: object, base: Path, source: str) -> dict[str, Path]:
@@ -173,6 +195,21 @@ def parse_folds(text: str, num_folds: int | None = None) -> tuple[int, ...]:
     return folds
 
 
+def parse_backbones(text: str) -> tuple[str, ...]:
+    """``"resnet18,mobilenet_v3_small"`` -> the names, each a torchvision classification
+    model or an import path that imports (checked now, before any cell runs)."""
+    names = tuple(item.strip() for item in str(text).split(",") if item.strip())
+    if not names:
+        raise ConfigurationError(
+            f"--backbones must name networks such as resnet18,resnet34; got {text!r}"
+        )
+    for name in names:
+        check_name("backbone", name)
+        resolve_backbone(name)
+    check_unique(list(names), "--backbones")
+    return names
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``"42,43,44"`` -> ``(42, 43, 44)``: distinct seeds in ``[0, 2**32 - 1]``."""
     items = [item.strip() for item in str(text).split(",")]
@@ -207,15 +244,18 @@ def grid_cells(
     variants: Iterable[Variant],
     folds: Mapping[str, Sequence[int]],
     seeds: Mapping[str, Sequence[int]] | None = None,
+    backbones: Sequence[str] | None = None,
 ) -> list[Cell]:
-    """Every cell, in a fixed order: dataset, then label, then seed, then fold.
+    """Every cell, in a fixed order: dataset, backbone, label, seed, fold.
 
-    Without ``seeds`` the cells keep their configs' seeds (``Cell.seed`` None).
+    Without ``seeds`` the cells keep their configs' seeds (``Cell.seed`` None); without
+    ``backbones`` their configs' network (``Cell.backbone`` None).
     """
     variants = tuple(variants)
     return [
-        Cell(dataset, Path(config), variant, fold, seed)
+        Cell(dataset, Path(config), variant, fold, seed, backbone=backbone)
         for dataset, config in datasets.items()
+        for backbone in (backbones if backbones is not None else (None,))
         for variant in variants
         for seed in (seeds[dataset] if seeds is not None else (None,))
         for fold in folds[dataset]

@@ -11,6 +11,7 @@ from dsrelu_lightning.training.selection import SELECTION_METRIC
 
 __all__ = [
     "ACTIVATION_KEYS",
+    "BACKBONE_KEYS",
     "CELL_KEYS",
     "KEEP_CHECKPOINTS",
     "SELECTION",
@@ -38,6 +39,9 @@ CELL_KEYS = (
 
 ACTIVATION_KEYS = ("model.activation", "model.activation_args")
 """Keys a labelled variant sets (from its ``activation`` and ``activation_args``)."""
+
+BACKBONE_KEYS = ("model.backbone",)
+"""The key a grid with backbones (``--backbones``) sets per cell."""
 
 SELECTION = {
     "checkpoint.monitor": SELECTION_METRIC,
@@ -84,6 +88,7 @@ def check_override_key(
             )
         raise ConfigurationError(
             f"{prefix}--{key} is set per cell by the grid and cannot be overridden: "
-            "choose activations with --activations or a --grid file's variants, seeds with "
-            "--seeds, folds with --folds and the output folder with --output"
+            "choose activations with --activations or a --grid file's variants, networks "
+            "with --backbones, seeds with --seeds, folds with --folds and the output folder "
+            "with --output"
         )

@@ -31,6 +31,7 @@ from dsrelu_lightning.study.run.cell import (
 from dsrelu_lightning.study.run.grid import Cell, grid_cells, parse_folds, shard_cells
 from dsrelu_lightning.study.run.keys import (
     ACTIVATION_KEYS,
+    BACKBONE_KEYS,
     CELL_KEYS,
     KEEP_CHECKPOINTS,
     SELECTION,
@@ -203,6 +204,7 @@ def run_benchmark(
     shard: tuple[int, int] = (0, 1),
     keep_checkpoints: KeepCheckpoints = "best",
     seeds: Sequence[int] | None = None,
+    backbones: Sequence[str] | None = None,
 ) -> GridRun:
     """Run this shard's cells of the grid.
 
@@ -219,6 +221,8 @@ def run_benchmark(
             (``"best"``), also ``last.ckpt`` (``"all"``), or nothing (``"none"``).
         seeds: the seeds of repeated k-fold (each sets ``seed_everything`` and the fold
             assignment); None: each config's ``seed_everything``.
+        backbones: the networks to compare (``model.backbone`` of each cell); None: each
+            config's own.
 
     Returns:
         This shard's ``result.json`` paths and the cells another process was running.
@@ -228,7 +232,12 @@ def run_benchmark(
             f"--keep_checkpoints {keep_checkpoints!r} is not one of {', '.join(KEEP_CHECKPOINTS)}"
         )
     grid_keys = CELL_KEYS + (ACTIVATION_KEYS if any(v.activation for v in variants) else ())
+    grid_keys += BACKBONE_KEYS if backbones is not None else ()
     _check_overrides(overrides, grid_keys)
+    if backbones is not None:
+        for variant in variants:
+            for key in variant.overrides:
+                check_override_key(str(key), BACKBONE_KEYS, f"variant {variant.label!r}:")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is a file; give a folder")
@@ -240,7 +249,7 @@ def run_benchmark(
         for name, dataset in data.items()
     }
     configs = {k: Path(v) for k, v in datasets.items()}
-    cells = grid_cells(configs, variants, cell_folds, _grid_seeds(seeds, data))
+    cells = grid_cells(configs, variants, cell_folds, _grid_seeds(seeds, data), backbones)
     mine = [_located(cell, output) for cell in shard_cells(cells, *shard)]
     _check_cells(mine, output, overrides, data)
     where = f" (shard {shard[0]}/{shard[1]}: {len(mine)} here)" if shard[1] > 1 else ""
