@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from conftest import DDPRun, TinyTrainer, small_classifier
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from tiny_nets import SmallCNN
 from torch import nn
 
 from dsrelu_lightning import (
@@ -26,7 +27,13 @@ from dsrelu_lightning import (
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.training.bn_stats import batch_norms, recalibrate
+from dsrelu_lightning.nn.replace import replace_activations
+from dsrelu_lightning.training.bn_staleness import eval_mode_staleness
+from dsrelu_lightning.training.bn_stats import (
+    batch_norms,
+    recalibrate,
+    recalibrate_eval_consistent,
+)
 
 _model = small_classifier
 
@@ -59,11 +66,13 @@ def test_recalibrated_buffers_equal_a_cumulative_average_of_the_batch_statistics
         assert int(layer.num_batches_tracked) == 3 and layer.momentum == 0.1
 
 
+@pytest.mark.parametrize("eval_consistent", [True, False])
 def test_the_callback_recalibrates_from_the_epochs_first_training_batches(
-    tiny: TinyTrainer,
+    tiny: TinyTrainer, eval_consistent: bool
 ) -> None:
     model, data = _model(), DigitsDataModule(batch_size=16)
-    callbacks = [SlopeScheduler(), PreciseBN(enabled=True, num_batches=5, log_ema=False)]
+    precise = PreciseBN(enabled=True, num_batches=5, log_ema=False, eval_consistent=eval_consistent)
+    callbacks = [SlopeScheduler(), precise]
     trainer = pl.Trainer(callbacks=callbacks, **tiny.kwargs(max_epochs=1))
     trainer.fit(model, data)
     assert "val/acc" in trainer.callback_metrics
@@ -77,11 +86,44 @@ def test_the_callback_recalibrates_from_the_epochs_first_training_batches(
         for k in range(2)
     ]
     reference = copy.deepcopy(model)
-    recalibrate(reference, iter(batches))
+    (recalibrate_eval_consistent if eval_consistent else recalibrate)(reference, batches)
     for name, layer in batch_norms(model).items():
         expected = batch_norms(reference)[name]
         torch.testing.assert_close(layer.running_mean, expected.running_mean, msg=name)
         torch.testing.assert_close(layer.running_var, expected.running_var, msg=name)
+
+
+def _eval_mode_input_means(
+    model: nn.Module, batches: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Each BN's input mean in an eval-mode forward, averaged over the batches."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks = [
+        layer.register_forward_pre_hook(
+            lambda m, args, name=name: seen.setdefault(name, []).append(args[0].mean((0, 2, 3)))
+        )
+        for name, layer in batch_norms(model).items()
+    ]
+    with torch.no_grad():
+        for batch in batches:
+            model.eval()(batch)
+    for hook in hooks:
+        hook.remove()
+    return {name: torch.stack(means).mean(0) for name, means in seen.items()}
+
+
+def test_eval_consistent_statistics_are_the_means_evaluation_feeds_each_layer() -> None:
+    torch.manual_seed(0)
+    network = replace_activations(SmallCNN(in_channels=1), "sigmoid", targets=["ReLU"])
+    batches = [torch.randn(16, 1, 8, 8) * 3 + 1 for _ in range(4)]
+    for recalibration, agrees in ((recalibrate_eval_consistent, True), (recalibrate, False)):
+        model = copy.deepcopy(network)
+        assert recalibration(model, batches) == 4
+        fed = _eval_mode_input_means(model, batches)
+        for name, layer in batch_norms(model).items():
+            off = ((fed[name] - layer.running_mean).abs() / layer.running_var.sqrt()).max()
+            # The first layer's input does not depend on any statistics: equal either way.
+            assert (off < 1e-6) == (agrees or name == "bn1"), (recalibration.__name__, name)
 
 
 class Recorder(Callback):
@@ -285,3 +327,38 @@ def test_iterating_a_loader_inside_preserved_rng_moves_no_random_stream() -> Non
         assert len(list(loader_batches(loader, 3))) == 3
         draws()
     assert draws() == expected
+
+
+def test_a_fragile_network_fools_train_mode_statistics_and_the_monitor_names_its_layer() -> None:
+    # A sigmoid far from linear after a BatchNorm that, in train mode, normalises batches of
+    # two: the next layer's train-mode inputs are not what eval mode feeds it.
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        nn.Linear(64, 16), nn.BatchNorm1d(16), nn.Sigmoid(),
+        nn.Linear(16, 16), nn.BatchNorm1d(16), nn.Sigmoid(), nn.Linear(16, 10),
+    )  # fmt: skip
+    with torch.no_grad():
+        network[1].weight.fill_(4.0)
+        network[1].bias.fill_(2.0)
+    samples = torch.randn(512, 64)
+    batches, probe = list(samples[:128].split(2)), samples[256:]
+    classic, consistent = copy.deepcopy(network), copy.deepcopy(network)
+    recalibrate(classic, batches)
+    recalibrate_eval_consistent(consistent, batches)
+    name, ratio, _ = eval_mode_staleness(classic, probe, classic, batch_norms(classic)).worst()
+    assert name == "4" and ratio > BNStalenessMonitor().threshold
+    fitting = eval_mode_staleness(consistent, probe, consistent, batch_norms(consistent))
+    assert all(0.8 < r < 1.25 for r in fitting.ratio.values()), fitting
+    assert all(s < 0.3 for s in fitting.shift.values()), fitting
+
+
+def test_bn_figures_are_logged_every_epoch_of_a_cut_fit(tiny: TinyTrainer, tmp_path: Path) -> None:
+    kwargs = {**tiny.kwargs(max_epochs=3), "logger": CSVLogger(tmp_path, name="run")}
+    callbacks = [SlopeScheduler(), PreciseBN(enabled=True), BNStalenessMonitor(), MetricsHistory()]
+    trainer = pl.Trainer(callbacks=callbacks, **kwargs)  # limit_train_batches=2 of 72
+    trainer.fit(_model(), DigitsDataModule(batch_size=16))
+    rows = list(csv.DictReader((Path(trainer.log_dir) / MetricsHistory.filename).open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    for row in rows:
+        assert float(row["bn/stale_ratio"]) > 0 and float(row["bn/mean_shift"]) >= 0
+        assert row["val_ema/acc"] != ""

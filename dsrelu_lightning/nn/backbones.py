@@ -32,6 +32,9 @@ DEFAULT_BACKBONE = "resnet34"
 """The paper's network: the default, and the network of records without a backbone."""
 BackboneSpec = str | Callable[..., nn.Module]
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TORCHVISION_ARGS = {"googlenet": {"aux_logits": False}, "inception_v3": {"aux_logits": False}}
+"""Builder defaults changed here: auxiliary classifiers are training aids with losses of their
+own, not part of the network whose activations are compared (backbone_args can turn them on)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,8 @@ def build_backbone(
             f"backbone_args sets {', '.join(sorted(taken))}, which the data module decides; "
             "remove it from --model.backbone_args"
         )
+    if from_torchvision:
+        args = {**_TORCHVISION_ARGS.get(name, {}), **args}
     named = {"num_classes"} if from_torchvision else _named_parameters(builder)
     given = {"num_classes": num_classes, "in_channels": in_channels}
     args.update({key: value for key, value in given.items() if key in named})

@@ -47,7 +47,9 @@ class CellRecord:
     activation: str | None = None
     activation_args: Mapping[str, Any] | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    grid_overrides: Sequence[str] = ()
     num_folds: int | None = None
+    split_sizes: Mapping[str, int | None] = field(default_factory=dict)
     status: str = "finished"
     stop_reason: str | None = None
     best_epoch: int | None = None

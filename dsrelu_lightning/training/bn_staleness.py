@@ -1,140 +1,160 @@
-"""BNStalenessMonitor: how far BatchNorm's running variance is from the current batch's,
-measured inside one real training forward per epoch."""
+"""BNStalenessMonitor: how far BatchNorm's statistics are from what they normalise in EVAL
+mode, the way validation, test and a deployed model see the network."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.hooks import RemovableHandle
 
 from dsrelu_lightning.nn.compiled import is_compiled
-from dsrelu_lightning.training.bn_stats import batch_norms
+from dsrelu_lightning.nn.modes import preserved_modes
+from dsrelu_lightning.training.bn_stats import batch_norms, loader_batches, preserved_rng
+from dsrelu_lightning.training.evaluable import batch_forward
 from dsrelu_lightning.training.precise_bn import PreciseBN
 
-__all__ = ["BNStalenessMonitor"]
+__all__ = ["BNStalenessMonitor", "Staleness", "eval_mode_staleness"]
 
 SETTLED_INITIAL_WEIGHT = 0.05
 """A layer is judged once its initial statistics weigh less than this in its running average."""
 
 
-class BNStalenessMonitor(Callback):
-    """Log ``bn/stale_ratio``: on the last training batch of each epoch (the statistics the
-    epoch's validation will use), the largest over BatchNorm layers of
+@dataclass(frozen=True)
+class Staleness:
+    """Per BatchNorm layer (by name), on one batch in eval mode, each a mean over channels:
+    ``ratio`` = (running_var + eps) / (batch_var + eps), ``shift`` = |batch_mean -
+    running_mean| / sqrt(batch_var + eps) in batch standard deviations."""
 
-        mean over channels of (running_var + eps) / (batch_var + eps)
+    ratio: dict[str, float]
+    shift: dict[str, float]
 
-    with ``batch_var`` the unbiased per-channel variance of the layer's input in that batch
-    (what BN normalises with in training), read by forward pre-hooks inside the real
-    training forward (no extra forward, nothing updated; the hooks live for one batch).
-    ~1 means the running statistics fit the network; a ratio above ``threshold`` warns once,
-    naming the layer and what to switch on (``--precise_bn.enabled true``), unless precise
-    BN is already on. A layer counts once its initial statistics weigh less than 5% of its
-    running average (``(1 - momentum) ** num_batches_tracked < 0.05``), so the first epoch
-    of a short one does not warn about BN's initial values. Skipped for a compiled model
-    (adding hooks would recompile it).
+    def worst(self) -> tuple[str, float, float]:
+        """The layer furthest off (by ratio, either way, or by shift), its ratio and shift."""
 
-    Args:
-        enabled: on by default (``--bn_staleness.enabled false`` switches it off).
-        threshold: the ratio above which it warns.
-    """
+        def badness(name: str) -> float:
+            ratio = self.ratio[name]
+            return max(ratio, 1 / ratio, 1 + self.shift[name])
 
-    def __init__(self, enabled: bool = True, threshold: float = 2.0) -> None:
-        self.enabled = enabled
-        self.threshold = threshold
-        self._handles: list[RemovableHandle] = []
-        self._ratios: dict[str, Tensor] = {}
-        self._warned = False
+        name = max(self.ratio, key=badness)
+        return name, self.ratio[name], self.shift[name]
 
-    def _measured_batch(self, trainer: pl.Trainer) -> int:
-        batches = trainer.num_training_batches
-        return int(batches) - 1 if batches != float("inf") and batches >= 1 else 0
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if not self.enabled or batch_idx != self._measured_batch(trainer):
-            return
-        if is_compiled(pl_module):
-            return
-        self.arm(pl_module)
+def eval_mode_staleness(
+    module: torch.nn.Module, batch: Any, forward: Any, layers: dict[str, _BatchNorm]
+) -> Staleness | None:
+    """Run ``forward(batch)`` with ``module`` in eval mode (no grad, nothing updated) and
+    compare each of ``layers``' statistics with those of the input it receives there."""
+    measured: dict[str, tuple[Tensor, Tensor]] = {}
 
-    def arm(self, module: nn.Module) -> None:
-        """Hook the settled, training-mode BatchNorm layers of ``module`` for its next forward."""
-        self.disarm()
-        layers = {k: m for k, m in batch_norms(module).items() if m.training}
-        if not layers:
-            return
-        tracked = torch.stack([m.num_batches_tracked for m in layers.values()]).tolist()
-        for (name, layer), count in zip(layers.items(), tracked, strict=True):
-            if _settled(layer, count):  # one host read for all layers, before the forward
-                self._handles.append(layer.register_forward_pre_hook(self._hook(name)))
-
-    def _hook(self, name: str) -> Any:
+    def hook(name: str) -> Any:
         def read(layer: _BatchNorm, args: tuple[Tensor, ...]) -> None:
-            with torch.no_grad():
-                x = args[0].detach()
-                dims = [d for d in range(x.dim()) if d != 1]
-                batch_var = x.float().var(dim=dims, unbiased=True)
-                ratio = (layer.running_var.float() + layer.eps) / (batch_var + layer.eps)
-                self._ratios[name] = ratio.mean()
+            x = args[0].detach().float()
+            dims = [d for d in range(x.dim()) if d != 1]
+            batch_var = x.var(dim=dims, unbiased=True) + layer.eps
+            ratio = (layer.running_var.float() + layer.eps) / batch_var
+            shift = (x.mean(dim=dims) - layer.running_mean.float()).abs() / batch_var.sqrt()
+            measured[name] = (ratio.mean(), shift.mean())
 
         return read
 
-    def disarm(self) -> tuple[list[str], Tensor] | None:
-        """Remove the hooks; the hooked layers' names and ratios (on the device), if any."""
-        for handle in self._handles:
+    handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
+    try:
+        with preserved_modes(module), torch.no_grad():
+            module.eval()
+            forward(batch)
+    finally:
+        for handle in handles:
             handle.remove()
-        self._handles = []
-        ratios, self._ratios = self._ratios, {}
-        return (list(ratios), torch.stack(list(ratios.values()))) if ratios else None
+    if not measured:
+        return None
+    values = torch.stack([torch.stack(pair) for pair in measured.values()]).tolist()
+    names = list(measured)
+    return Staleness(
+        {n: v[0] for n, v in zip(names, values, strict=True)},
+        {n: v[1] for n, v in zip(names, values, strict=True)},
+    )
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+
+class BNStalenessMonitor(Callback):
+    """Log ``bn/stale_ratio`` and ``bn/mean_shift`` at the end of each training epoch (after
+    its validation): one training batch runs in EVAL mode through the statistics validation
+    used (precise BN's when on, else the running averages) and, for every settled layer, its
+    statistics are compared with those of the input it receives there (:class:`Staleness`).
+    The logged values are the largest ratio and shift over layers; ~1 and ~0 mean the
+    statistics fit. A ratio outside [1 / ``threshold``, ``threshold``] or a shift above
+    ``shift_threshold`` warns once, naming the layer. A layer counts once its initial
+    statistics weigh less than 5% of its running average (every layer, after precise BN).
+    Random streams and the model are
+    left as they were; skipped for a compiled model (hooks would recompile it).
+
+    Args:
+        enabled: on by default (``--bn_staleness.enabled false`` switches it off).
+        threshold: the variance ratio beyond which it warns.
+        shift_threshold: the mean shift (in batch standard deviations) above which it warns.
+    """
+
+    def __init__(
+        self, enabled: bool = True, threshold: float = 2.0, shift_threshold: float = 1.0
     ) -> None:
-        measured = self.disarm()
-        if measured is None:
-            return
-        names, ratios = measured
-        worst, index = ratios.max(dim=0)
-        pl_module.log(
-            "bn/stale_ratio",
-            worst,
-            on_step=False,
-            on_epoch=True,
-            batch_size=1,
-            reduce_fx="max",
-            sync_dist=True,
-        )
-        if self._warned or self._precise_bn_on(trainer):
-            return
-        value = float(worst)  # one host sync per epoch
-        if value > self.threshold:
-            self._warned = True
-            rank_zero_warn(
-                f"BatchNorm layer {names[int(index)]!r}: its running variance is {value:.1f}x "
-                f"the variance of its input in the current training batch (epoch "
-                f"{trainer.current_epoch}): the running statistics lag behind the network, so "
-                "validation and test with them can look far worse than the model is "
-                "(bn/stale_ratio). Recompute them before each validation with "
-                "--precise_bn.enabled true"
-            )
-
-    def _precise_bn_on(self, trainer: pl.Trainer) -> bool:
-        return any(isinstance(cb, PreciseBN) and cb.enabled for cb in trainer.callbacks)
+        self.enabled = enabled
+        self.threshold = threshold
+        self.shift_threshold = shift_threshold
+        self._warned = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.disarm()  # a batch that raised leaves no hook behind
+        if not self.enabled or trainer.sanity_checking or is_compiled(pl_module):
+            return
+        precise = next((cb for cb in trainer.callbacks if isinstance(cb, PreciseBN)), None)
+        recomputed = precise is not None and precise.recalibrated  # no initial values left
+        layers = {k: m for k, m in batch_norms(pl_module).items() if recomputed or _settled(m)}
+        loader = trainer.train_dataloader
+        if not layers or loader is None:
+            return
+        with preserved_rng(pl_module.device, loader):
+            batch = next(loader_batches(loader, 1), None)
+            if batch is None:
+                return
+            staleness = eval_mode_staleness(
+                pl_module, batch, batch_forward(trainer, pl_module), layers
+            )
+        if staleness is None:
+            return
+        name, ratio, shift = staleness.worst()
+        for key, value in (("bn/stale_ratio", max(staleness.ratio.values())),
+                           ("bn/mean_shift", max(staleness.shift.values()))):  # fmt: skip
+            pl_module.log(key, value, on_epoch=True, reduce_fx="max", sync_dist=True)
+        off = not 1 / self.threshold <= ratio <= self.threshold or shift > self.shift_threshold
+        if off and not self._warned:
+            self._warned = True
+            rank_zero_warn(self._message(trainer, name, ratio, shift))
+
+    def _message(self, trainer: pl.Trainer, name: str, ratio: float, shift: float) -> str:
+        precise = next((cb for cb in trainer.callbacks if isinstance(cb, PreciseBN)), None)
+        seen = (
+            f"BatchNorm layer {name!r}, measured in eval mode at epoch {trainer.current_epoch}: "
+            f"its variance is {ratio:.3g}x and its mean {shift:.3g} standard deviations off "
+            "those of the input it normalises (bn/stale_ratio, bn/mean_shift), so validation "
+            "and test can look far worse than the model is. "
+        )
+        if precise is None or not precise.enabled:
+            return seen + "Recompute the statistics before each validation with " \
+                "--precise_bn.enabled true"  # fmt: skip
+        if not precise.eval_consistent:
+            return (
+                seen
+                + "Make precise BN consistent with eval mode: --precise_bn.eval_consistent true"
+            )
+        return seen + (
+            "Even statistics consistent with eval mode do not fit it: the network's per-sample "
+            "signal there is tiny against the batch-to-batch spread; more "
+            "--precise_bn.num_batches may help"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"warned": self._warned}
@@ -143,8 +163,9 @@ class BNStalenessMonitor(Callback):
         self._warned = bool(state_dict.get("warned", False))
 
 
-def _settled(layer: _BatchNorm, tracked: int) -> bool:
+def _settled(layer: _BatchNorm) -> bool:
     """Whether the running statistics no longer carry much of their initial values."""
+    tracked = int(layer.num_batches_tracked)
     if layer.momentum is None:  # cumulative average: the first batch replaces the init
         return tracked >= 1
     return (1.0 - layer.momentum) ** tracked < SETTLED_INITIAL_WEIGHT

@@ -1,21 +1,24 @@
 """BatchNorm statistics helpers: find the layers, recompute their running statistics from
-batches (``torch.optim.swa_utils.update_bn``), pool them across ranks, and iterate a
-loader without moving any random stream the training uses."""
+batches (in train mode as ``torch.optim.swa_utils.update_bn`` does, or consistent with eval
+mode), pool them across ranks, and iterate a loader without moving any random stream the
+training uses."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
+
+from dsrelu_lightning.nn.modes import preserved_modes
 
 __all__ = [
     "batch_norms",
@@ -23,6 +26,7 @@ __all__ = [
     "pool_across_ranks",
     "preserved_rng",
     "recalibrate",
+    "recalibrate_eval_consistent",
 ]
 
 
@@ -122,7 +126,6 @@ def recalibrate(
     Each batch weighs the same; the running variance is the mean of the batches' unbiased
     variances, as BatchNorm's own running estimate is (what it normalised with in training).
     """
-    modes = {m: m.training for m in module.modules()}
     count = 0
 
     def counted() -> Iterator[list[Any]]:
@@ -131,12 +134,79 @@ def recalibrate(
             count += 1
             yield [batch]  # update_bn passes input[0] of a list: the whole batch
 
-    try:
+    with preserved_modes(module):
         update_bn(counted(), _BatchForward(module, forward or module))
-    finally:
-        for m, training in modes.items():
-            m.training = training
     return count
+
+
+def _concatenate(batches: list[Any]) -> Any:
+    """The batches as one: tensors concatenated along dim 0, tuples/lists/dicts per item."""
+    first = batches[0]
+    if isinstance(first, Tensor):
+        return torch.cat(batches)
+    if isinstance(first, Mapping):
+        return {key: _concatenate([b[key] for b in batches]) for key in first}
+    if isinstance(first, list | tuple):
+        parts = [_concatenate(list(items)) for items in zip(*batches, strict=True)]
+        return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)
+    return first
+
+
+def _batch_size(batch: Any) -> int:
+    while not isinstance(batch, Tensor):
+        batch = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
+    return batch.shape[0]
+
+
+def recalibrate_eval_consistent(
+    module: nn.Module,
+    batches: Iterable[Any],
+    forward: Callable[[Any], object] | None = None,
+    sum_across_ranks: Callable[[Tensor], Tensor] | None = None,
+) -> int:
+    """Give every BatchNorm of ``module`` the statistics of the inputs it receives in EVAL
+    mode: one eval-mode forward of all ``batches`` at once, in which each layer, when its
+    input arrives, gets that input's mean and variance (each batch's mean and unbiased
+    variance, averaged over the batches, as :func:`recalibrate` averages them) before it
+    normalises with them. Every layer then sees its predecessors' final statistics, as in
+    evaluation; train-mode estimation (:func:`recalibrate`) cannot (Wu & Johnson 2021).
+
+    The forward holds every batch's activations at once. ``sum_across_ranks`` (an all-reduce
+    sum) pools each layer's statistics over ranks as its input arrives, so every rank holds
+    the same buffers. Returns the number of batches used.
+    """
+    batches = list(batches)
+    if not batches:
+        return 0
+    sizes = [_batch_size(b) for b in batches]
+    filled: set[nn.Module] = set()
+
+    def fill(layer: _BatchNorm, args: tuple[Tensor, ...]) -> None:
+        if layer in filled:  # a layer called twice keeps what its first call measured
+            return
+        filled.add(layer)
+        x = args[0].detach().float()
+        dims = [d for d in range(x.dim()) if d != 1]
+        chunks = [c for c in x.split(sizes) if c.numel() > c.shape[1]]  # variance needs 2 values
+        means = torch.stack([c.mean(dims) for c in x.split(sizes)])
+        variances = torch.stack([c.var(dims, unbiased=True) for c in chunks])
+        totals = torch.stack([means.sum(0), variances.sum(0)])
+        counts = torch.tensor([len(sizes), len(chunks)], dtype=x.dtype, device=x.device)
+        if sum_across_ranks is not None:
+            totals, counts = sum_across_ranks(totals), sum_across_ranks(counts)
+        layer.running_mean.copy_(totals[0] / counts[0])
+        layer.running_var.copy_(totals[1] / counts[1].clamp_min(1.0))
+        layer.num_batches_tracked.fill_(int(counts[0]))
+
+    hooks = [m.register_forward_pre_hook(fill) for m in batch_norms(module).values()]
+    try:
+        with preserved_modes(module), torch.no_grad():
+            module.eval()
+            (forward or module)(_concatenate(batches))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return len(batches)
 
 
 def pool_across_ranks(layers: Iterable[_BatchNorm], count: int, strategy: Any) -> None:

@@ -41,13 +41,14 @@ DEFAULT_CALLBACKS: tuple[CallbackSpec, ...] = (
             "auto_insert_metric_name": False,
         },
     ),
-    # EpochTimer logs time/epoch_s before MetricsHistory records the epoch.
     CallbackSpec("epoch_timer", EpochTimer),
-    CallbackSpec("metrics_history", MetricsHistory),
     CallbackSpec("finite_loss_guard", FiniteLossGuard),
     # After the NaN guard: a diverged model is not recalibrated before it stops.
     CallbackSpec("precise_bn", PreciseBN),
+    # After precise BN: it measures the statistics validation used.
     CallbackSpec("bn_staleness", BNStalenessMonitor),
+    # Last: the epoch's row holds what the callbacks above logged (time/epoch_s, bn/*).
+    CallbackSpec("metrics_history", MetricsHistory),
 )
 """The callbacks the command line always adds, in their order (each under its key)."""
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import lightning.pytorch as pl
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-__all__ = ["Evaluable", "EvaluationOutput"]
+__all__ = ["Evaluable", "EvaluationOutput", "batch_forward"]
 
 
 class EvaluationOutput(NamedTuple):
@@ -30,3 +32,17 @@ class Evaluable(Protocol):
     def evaluation_metrics(self, prefix: str) -> MetricCollection:
         """A new, empty collection of the stage metrics, names prefixed by ``prefix``."""
         ...
+
+
+def batch_forward(trainer: pl.Trainer, module: pl.LightningModule) -> Callable[[Any], object]:
+    """Run one batch through ``module`` as its own steps do: moved to the device, in the
+    trainer's precision, through ``evaluation_step`` (else ``module(batch[0])``)."""
+
+    def forward(batch: Any) -> object:
+        batch = trainer.strategy.batch_to_device(batch)
+        with trainer.precision_plugin.forward_context():
+            if isinstance(module, Evaluable):
+                return module.evaluation_step(batch)
+            return module(batch[0] if isinstance(batch, list | tuple) else batch)
+
+    return forward

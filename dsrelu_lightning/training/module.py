@@ -117,12 +117,14 @@ class Classifier(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         try:
-            return self.model(x)
+            output = self.model(x)
         except (RuntimeError, AssertionError, ValueError) as error:
             diagnosed = input_error(self.model, x, error)
             if diagnosed is error:
                 raise
             raise diagnosed from error
+        # A network with auxiliary heads returns (logits, aux...) while training.
+        return output if isinstance(output, Tensor) else getattr(output, "logits", output[0])
 
     def evaluation_metrics(self, prefix: str) -> MetricCollection:
         """Accuracy, macro F1 and macro AUROC, named ``<prefix>acc`` etc., on this device."""

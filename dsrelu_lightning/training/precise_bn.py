@@ -3,6 +3,7 @@ and log what the running (EMA) statistics gave as ``val_ema/*``."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,8 +19,9 @@ from dsrelu_lightning.training.bn_stats import (
     pool_across_ranks,
     preserved_rng,
     recalibrate,
+    recalibrate_eval_consistent,
 )
-from dsrelu_lightning.training.evaluable import Evaluable
+from dsrelu_lightning.training.evaluable import Evaluable, batch_forward
 
 __all__ = ["PreciseBN"]
 
@@ -40,6 +42,12 @@ class PreciseBN(Callback):
             fewer (``limit_train_batches`` counts).
         log_ema: also log ``val_ema/*``: the same validation with the running statistics
             (one more pass over the validation loader); selection keeps using ``val/*``.
+        eval_consistent: each layer gets the statistics of the inputs it receives in eval
+            mode, its predecessors already recalibrated (one eval-mode forward of all
+            ``num_batches`` batches at once: memory for all their activations); off, the
+            classic train-mode estimate (fvcore's, ``torch.optim.swa_utils.update_bn``), whose
+            statistics evaluation can shift out of place in a network that shrinks its
+            per-sample signal (docs/performance.md).
 
     The module must be :class:`~dsrelu_lightning.training.evaluable.Evaluable`: the
     recalibration and the ``val_ema/*`` pass run its ``evaluation_step``, so they use its
@@ -48,15 +56,28 @@ class PreciseBN(Callback):
     the ranks' statistics are pooled. docs/performance.md has the cost.
     """
 
-    def __init__(self, enabled: bool = False, num_batches: int = 200, log_ema: bool = True) -> None:
+    def __init__(
+        self,
+        enabled: bool = False,
+        num_batches: int = 200,
+        log_ema: bool = True,
+        eval_consistent: bool = True,
+    ) -> None:
         if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
             raise ConfigurationError(f"precise_bn.num_batches must be >= 1, got {num_batches!r}")
         self.enabled = enabled
         self.num_batches = num_batches
         self.log_ema = log_ema
+        self.eval_consistent = eval_consistent
         self._running: dict[str, Tensor] | None = None  # the EMA buffers to put back
         self._ema: dict[str, Tensor] = {}
         self._warned_gap = False
+
+    @property
+    def recalibrated(self) -> bool:
+        """Whether the model holds recalibrated statistics now (between a validation and
+        the next training batch, when the running ones are put back)."""
+        return self._running is not None
 
     def _active(self, trainer: pl.Trainer) -> bool:
         return self.enabled and trainer.state.fn == "fit" and not trainer.sanity_checking
@@ -81,19 +102,21 @@ class PreciseBN(Callback):
         if not self._active(trainer) or not layers:
             return
         module: Evaluable = pl_module  # type: ignore[assignment]  # checked in setup
-
-        def forward(batch: Any) -> None:
-            with trainer.precision_plugin.forward_context():
-                module.evaluation_step(trainer.strategy.batch_to_device(batch))
-
+        forward = batch_forward(trainer, pl_module)
         with torch.no_grad(), preserved_rng(pl_module.device, trainer.train_dataloader):
             if self._running is None:  # the EMA buffers, unless already put aside this epoch
                 self._running = {k: v.detach().clone() for k, v in _buffers(layers).items()}
             self._ema = self._evaluate(trainer, module) if self.log_ema else {}
             limit = min(self.num_batches, trainer.num_training_batches)
-            count = recalibrate(pl_module, loader_batches(trainer.train_dataloader, limit), forward)
-            if trainer.world_size > 1:
-                pool_across_ranks(layers.values(), count, trainer.strategy)
+            batches = loader_batches(trainer.train_dataloader, limit)
+            if self.eval_consistent:
+                ranks = trainer.world_size > 1
+                reduce = partial(trainer.strategy.reduce, reduce_op="sum") if ranks else None
+                recalibrate_eval_consistent(pl_module, batches, forward, reduce)
+            else:
+                count = recalibrate(pl_module, batches, forward)
+                if trainer.world_size > 1:
+                    pool_across_ranks(layers.values(), count, trainer.strategy)
 
     def _evaluate(self, trainer: pl.Trainer, module: Evaluable) -> dict[str, Tensor]:
         """val_ema/*: the validation loaders with the current (running) statistics, scored

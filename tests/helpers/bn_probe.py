@@ -1,5 +1,6 @@
 """Probe for the DDP precise-BN test: each rank writes its BatchNorm buffers after the
-recalibration, and its own statistics from before they were pooled across ranks."""
+(eval-consistent) recalibration, and its own statistics from before each layer's were pooled
+across ranks."""
 
 from __future__ import annotations
 
@@ -21,14 +22,17 @@ class BufferProbe(Callback):
         self.local: list[float] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        pool = precise_bn.pool_across_ranks
+        recalibrate = precise_bn.recalibrate_eval_consistent
 
-        def recording(layers, count, strategy):
-            layers = list(layers)
-            self.local = [float(m.running_var.sum()) for m in layers]
-            pool(layers, count, strategy)
+        def recording(module, batches, forward=None, sum_across_ranks=None):
+            def summing(totals):
+                if totals.dim() == 2:  # a layer's (mean, variance) totals over this rank's batches
+                    self.local.append(float(totals[1].sum()))
+                return sum_across_ranks(totals)
 
-        precise_bn.pool_across_ranks = recording
+            return recalibrate(module, batches, forward, summing if sum_across_ranks else None)
+
+        precise_bn.recalibrate_eval_consistent = recording
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         layers = batch_norms(pl_module).values()

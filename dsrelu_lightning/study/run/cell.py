@@ -2,11 +2,12 @@
 
 A cell is exactly ``python -m dsrelu_lightning fit --config <config> <overrides> <cell
 args>`` (see :func:`cell_args`; its ``result.json`` records the command), run in its own
-folder with its TensorBoard logs, config.yaml, epoch_metrics.csv, checkpoints/ and, once
-finished, ``result.json`` (written atomically). A cell with a ``result.json`` is reused
-only when its saved ``config.yaml`` matches the config of this run; one without resumes
-from its own ``checkpoints/last.ckpt``, or starts afresh when there is none. A cell is run
-under an exclusive lock on its ``.lock`` file: a cell another process runs is left alone.
+folder with its TensorBoard logs, config.yaml, epoch_metrics.csv, checkpoints/, what it
+printed (``cell.log``) and, once finished, ``result.json`` (written atomically). A cell
+with a ``result.json`` is reused only when its saved ``config.yaml`` matches the config of
+this run; one without resumes from its own ``checkpoints/last.ckpt``, or starts afresh when
+there is none. A cell is run under an exclusive lock on its ``.lock`` file: a cell another
+process runs is left alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import gc
 import json
 import pickle
-import shlex
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,14 +33,12 @@ from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
 from dsrelu_lightning.study.record import (
     RESULT_FILE,
     STAGE_METRICS,
-    CellRecord,
-    epoch_stages,
-    run_context,
 )
+from dsrelu_lightning.study.run.cell_record import cell_record, history_rows, stop_reason
+from dsrelu_lightning.study.run.console import CELL_LOG, output_to
 from dsrelu_lightning.study.run.grid import Cell
 from dsrelu_lightning.study.run.keys import KeepCheckpoints
 from dsrelu_lightning.study.run.lock import cell_lock, clear_folder
-from dsrelu_lightning.training.callbacks import MetricsHistory
 from dsrelu_lightning.training.selection import best_row
 
 __all__ = [
@@ -120,15 +118,8 @@ class _KeepStopped(Callback):
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if any(_stop_reason(cb) for cb in trainer.callbacks if isinstance(cb, EarlyStopping)):
+        if any(stop_reason(cb) for cb in trainer.callbacks if isinstance(cb, EarlyStopping)):
             trainer.should_stop = True
-
-
-def _stop_reason(early_stopping: EarlyStopping) -> str | None:
-    reason = getattr(early_stopping, "stopping_reason", None)
-    if reason is None or reason.value == 0:  # NOT_STOPPED
-        return None
-    return early_stopping.stopping_reason_message or reason.name.lower()
 
 
 def _checkpoint_epoch(path: Path) -> int | None:
@@ -212,52 +203,6 @@ def _test_metrics(cli: Any) -> dict[str, float] | None:
     }
 
 
-def _rows(cli: Any) -> list[dict[str, float]]:
-    return next(cb for cb in cli.trainer.callbacks if isinstance(cb, MetricsHistory)).rows
-
-
-def _record(
-    cell: Cell,
-    cli: Any,
-    args: Sequence[str],
-    rows: Sequence[Mapping[str, float]],
-    diverged: str | None,
-    test: dict[str, float] | None,
-    resumed_from: int | None,
-    wall_time_s: float,
-    keep_checkpoints: KeepCheckpoints,
-) -> CellRecord:
-    best = best_row(rows)
-    model = cli.config["model"]
-    early_stop = [_stop_reason(cb) for cb in cli.trainer.callbacks if isinstance(cb, EarlyStopping)]
-    times = [r["time/epoch_s"] for r in rows if r.get("time/epoch_s") is not None]
-    checkpoint = cli.trainer.checkpoint_callback
-    best_path = checkpoint.best_model_path if checkpoint else None
-    return CellRecord(
-        dataset=cell.dataset,
-        label=cell.variant.label,
-        backbone=str(model["backbone"]) if isinstance(model["backbone"], str) else None,
-        fold=cell.fold,
-        seed=cli.config["seed_everything"],
-        activation=str(model["activation"]),
-        activation_args=model.get("activation_args"),
-        overrides=dict(cell.variant.overrides),
-        num_folds=int(cli.datamodule.num_folds),
-        status="diverged" if diverged else "finished",
-        stop_reason=diverged or next((r for r in early_stop if r), None) or "max_epochs",
-        best_epoch=int(best["epoch"]) if best else None,
-        epochs_run=len(rows),
-        stages={**epoch_stages(rows), "test": test},
-        mean_epoch_time_s=sum(times) / len(times) if times else None,
-        wall_time_s=wall_time_s,
-        resumed_from_epoch=resumed_from,
-        best_checkpoint=Path(best_path).name if best_path and keep_checkpoints != "none" else None,
-        command="python -m dsrelu_lightning fit " + shlex.join(args),
-        config=json.loads(cli.parser.dump(cli.config, format="json", skip_none=False)),
-        **run_context(cli.trainer),
-    )
-
-
 def prune_checkpoints(directory: Path, keep: KeepCheckpoints) -> None:
     """Delete the checkpoints a finished cell no longer needs (see ``KeepCheckpoints``)."""
     if keep == "all":
@@ -288,44 +233,51 @@ def run_cell(
         if not locked:
             return "busy"
         args = cell_args(cell, output, overrides, seed)
-        outcome = _run_locked(cell, directory, args, keep_checkpoints)
+        outcome = _run_locked(cell, directory, args, overrides, keep_checkpoints)
         prune_checkpoints(directory, keep_checkpoints)
         return outcome
 
 
 def _run_locked(
-    cell: Cell, directory: Path, args: Sequence[str], keep_checkpoints: KeepCheckpoints
+    cell: Cell,
+    directory: Path,
+    args: Sequence[str],
+    overrides: Sequence[str],
+    keep_checkpoints: KeepCheckpoints,
 ) -> CellOutcome:
     start = time.perf_counter()
     finished = (directory / RESULT_FILE).is_file()  # e.g. by another process meanwhile
     resumed_from = None if finished else _checkpoint_epoch(directory / "checkpoints" / "last.ckpt")
     if not finished and resumed_from is None:
         clear_folder(directory)  # killed before its first checkpoint: nothing to keep
-    cli = _build_cli(args)
-    try:
-        if finished:
-            _check_cli_unchanged(cli, cell, directory, finished=True)
-            return "skipped"
-        if resumed_from is not None:
-            _check_cli_unchanged(cli, cell, directory, finished=False)
-            for callback in cli.trainer.callbacks:
-                if isinstance(callback, SaveConfigCallback):
-                    callback.overwrite = True  # the resumed fit rewrites the same config
-            print(f"  resuming from checkpoints/last.ckpt (epoch {resumed_from})", flush=True)
-        cli.trainer.callbacks.append(_KeepStopped())
-        last = directory / "checkpoints" / "last.ckpt" if resumed_from is not None else None
-        diverged = _fit(cli, last)
-        # Before testing: testing "best" restores MetricsHistory's state from that checkpoint.
-        rows = list(_rows(cli))
-        test = _test_metrics(cli) if best_row(rows) else None
-        elapsed = time.perf_counter() - start
-        record = _record(
-            cell, cli, args, rows, diverged, test, resumed_from, elapsed, keep_checkpoints
-        )
-        record.write(directory)
-    finally:
-        del cli
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    if resumed_from is not None:
+        print(f"  resuming from checkpoints/last.ckpt (epoch {resumed_from})", flush=True)
+    with output_to(directory / CELL_LOG):
+        cli = _build_cli(args)
+        try:
+            if finished:
+                _check_cli_unchanged(cli, cell, directory, finished=True)
+                return "skipped"
+            if resumed_from is not None:
+                _check_cli_unchanged(cli, cell, directory, finished=False)
+                for callback in cli.trainer.callbacks:
+                    if isinstance(callback, SaveConfigCallback):
+                        callback.overwrite = True  # the resumed fit rewrites the same config
+            cli.trainer.callbacks.append(_KeepStopped())
+            last = directory / "checkpoints" / "last.ckpt" if resumed_from is not None else None
+            diverged = _fit(cli, last)
+            # Before testing: testing "best" restores MetricsHistory's state from that checkpoint.
+            rows = history_rows(cli)
+            test = _test_metrics(cli) if best_row(rows) else None
+            elapsed = time.perf_counter() - start
+            record = cell_record(
+                cell, cli, args, overrides, rows, diverged, test, resumed_from, elapsed,
+                keep_checkpoints,
+            )  # fmt: skip
+            record.write(directory)
+        finally:
+            del cli
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     return "finished" if resumed_from is None else "resumed"

@@ -40,7 +40,7 @@ from dsrelu_lightning.study.run.keys import (
     check_override_key,
 )
 from dsrelu_lightning.study.run.progress import Progress
-from dsrelu_lightning.study.run.variants import Variant
+from dsrelu_lightning.study.run.variants import Variant, check_name
 
 __all__ = ["ConfigInfo", "GridRun", "inspect_config", "run_benchmark"]
 
@@ -53,6 +53,7 @@ class ConfigInfo:
     seed: int | bool
     activation: str
     activation_args: dict[str, Any] | None
+    data_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,18 @@ def _inspect(config: str | Path, overrides: Sequence[str]) -> _Dataset:
         seed=parsed["seed_everything"],
         activation=str(model["activation"]),
         activation_args=dict(args) if args is not None else None,
+        data_class=str(parsed["data"]["class_path"]),
     )
     return _Dataset(info, parser, resolved_defaults(parser, parsed))
+
+
+def _dataset_name(name: str, config: str | Path, dataset: _Dataset) -> str:
+    """``name``, unless the overrides replaced the config's data module (``--data
+    my_pkg.MyDataModule``): then the data actually used names the cells and the report."""
+    own = dataset.parser.parse_args(["--config", str(config)])["data"]["class_path"]
+    if own == dataset.info.data_class:
+        return name
+    return check_name("dataset", dataset.info.data_class.rsplit(".", 1)[-1])
 
 
 def _check_selection(config: Any, where: str) -> None:
@@ -242,6 +253,9 @@ def run_benchmark(
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is a file; give a folder")
     data = {name: _inspect(config, overrides) for name, config in datasets.items()}
+    names = {name: _dataset_name(name, datasets[name], dataset) for name, dataset in data.items()}
+    datasets = {names[name]: config for name, config in datasets.items()}
+    data = {names[name]: dataset for name, dataset in data.items()}
     cell_folds = {
         name: parse_folds(",".join(map(str, folds)), dataset.info.num_folds)
         if folds is not None
