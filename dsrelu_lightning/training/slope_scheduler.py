@@ -34,9 +34,12 @@ class SlopeScheduler(Callback):
             at ``t = 0``. Per-epoch only.
 
     Progress is set in training hooks, never in ``setup``, so a resumed fit continues
-    the schedule from the restored epoch/step. Logs ``dsrelu/slope`` (the first layer's)
-    once per epoch. At the start of training it compiles DSReLU's fused kernels (unless
-    the model is ``torch.compile``-d) so that the first timed epoch does not pay for them.
+    the schedule from the restored epoch/step; a fit resumed from a mid-epoch checkpoint
+    (Lightning's ``hpc_ckpt_<n>.ckpt``, saved on SLURM's SIGUSR1), for which Lightning
+    skips that epoch's ``on_train_epoch_start``, gets it at its first batch instead. Logs
+    ``dsrelu/slope`` (the first layer's) once per epoch. At the start of training it
+    compiles DSReLU's fused kernels (unless the model is ``torch.compile``-d) so that the
+    first timed epoch does not pay for them.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class SlopeScheduler(Callback):
         self.granularity = granularity
         self.schedule = schedule
         self._layers: list[DSReLU] = []
+        self._epoch_started: int | None = None  # the epoch on_train_epoch_start last set
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._layers = dsrelu_modules(pl_module)
@@ -103,19 +107,27 @@ class SlopeScheduler(Callback):
         return t
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = None
         # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
         # the epoch-time comparison with other activations stays fair.
         if self._layers and not is_compiled(pl_module):
             warm_up(pl_module.device, activation_dtype(trainer, pl_module))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._layers:
-            return
+        if self._layers:
+            self._start_epoch(trainer, pl_module)
+
+    def _start_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         t = self._apply(trainer)
+        self._epoch_started = trainer.current_epoch
         pl_module.log("dsrelu/slope", self._layers[0].slope_at(t), on_step=False, on_epoch=True)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._layers and self.granularity == "step":
+        if not self._layers:
+            return
+        if self._epoch_started != trainer.current_epoch:  # resumed mid-epoch
+            self._start_epoch(trainer, pl_module)
+        if self.granularity == "step":
             self._apply(trainer)
