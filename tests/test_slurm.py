@@ -101,9 +101,10 @@ class Jobs:
 
     @staticmethod
     def queued(job: str) -> bool:
-        """Whether any task of ``job`` is still pending, running or completing."""
+        """Whether any task of ``job`` is still pending, running or completing (or squeue
+        did not answer: asked again later)."""
         done = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True)
-        return done.returncode == 0 and bool(done.stdout.strip())
+        return done.returncode != 0 or bool(done.stdout.strip())
 
     def wait(self, job: str, logs: Path) -> dict[str, dict[str, str]]:
         """Wait until ``job`` (every task of an array) has left the queue; each task's
@@ -119,6 +120,14 @@ class Jobs:
             name = f"{fields['ArrayJobId']}_{task}" if task else fields["JobId"]
             states[name] = {k: fields[k] for k in ("JobState", "ExitCode", "Restarts")}
         return states
+
+    def wait_for_hold(self, job: str, marker: Path, logs: Path) -> dict:
+        """Wait until ``job`` is held by slurm_probe.Hold (its ``marker`` written); fail at
+        once, with the logs, should the job end first."""
+        waited_for(lambda: marker.exists() or not self.queued(job), f"job {job}'s hold", logs)
+        if not marker.exists():
+            pytest.fail(f"job {job} ended before its hold\n{log_tails(logs)}")
+        return json.loads(marker.read_text())
 
     def cancel_all(self) -> None:
         for job in self.submitted:
@@ -138,9 +147,13 @@ def waited_for(condition: Callable[[], bool], what: str, logs: Path) -> None:
     deadline = time.monotonic() + JOB_LIMIT_S
     while not condition():
         if time.monotonic() > deadline:
-            tails = [f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.out"))]
-            pytest.fail(f"waited {JOB_LIMIT_S:.0f} s for {what}\n" + "\n".join(tails))
+            pytest.fail(f"waited {JOB_LIMIT_S:.0f} s for {what}\n{log_tails(logs)}")
         time.sleep(0.5)
+
+
+def log_tails(logs: Path) -> str:
+    """The end of every SLURM log under ``logs``."""
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.out")))
 
 
 def done_ok(state: dict[str, str]) -> bool:
@@ -226,8 +239,7 @@ def test_a_cancelled_array_task_resubmitted_resumes_its_interrupted_cell(
         DSRELU_TEST_HOLD_CELL="digits/dsrelu/seed42/fold1",
     )
     array = jobs.sbatch("--array=0-1", *CPU_ONLY, *args, env=hold, cwd=tmp_path)
-    waited_for(held.exists, "task 1 to reach dsrelu/fold 1's epoch 1", tmp_path)
-    assert json.loads(held.read_text())["job"] is not None
+    assert jobs.wait_for_hold(array, held, tmp_path)["epoch"] == 1
     subprocess.run(["scancel", f"{array}_1"], check=True)
     states = jobs.wait(array, tmp_path)
     assert done_ok(states[f"{array}_0"]) and states[f"{array}_1"]["JobState"] == "CANCELLED"
@@ -301,7 +313,7 @@ def test_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_schedule_continues(
                   DSRELU_TEST_HOLD_AT="1:1")  # fmt: skip
     callbacks.append("--trainer.callbacks+=slurm_probe.Hold")
     job = jobs.sbatch(*one_task, FIT, *fit_args(root, *callbacks), env=env, cwd=tmp_path)
-    waited_for(held.exists, f"job {job} to reach epoch 1", tmp_path)
+    assert jobs.wait_for_hold(job, held, tmp_path)["epoch"] == 1
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
     states = jobs.wait(job, tmp_path)
     assert states[job] == {"JobState": "COMPLETED", "ExitCode": "0:0", "Restarts": "1"}
