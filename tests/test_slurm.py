@@ -48,7 +48,7 @@ def _cluster_problem() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"scontrol ping failed ({exc}); start a cluster: scripts/local_slurm.sh up"
     if ping.returncode != 0 or " is UP" not in ping.stdout:
-        answer = (ping.stdout + ping.stderr).strip().replace("\n", " ")
+        answer = next(iter((ping.stdout + ping.stderr).strip().splitlines()), "no answer")
         return f"no SLURM controller answers ({answer}); start one: scripts/local_slurm.sh up"
     return None
 
