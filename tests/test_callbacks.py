@@ -74,6 +74,55 @@ def test_resume_after_crash_continues_the_schedule_exactly(
     ]
 
 
+class _SaveMidEpochThenCrash(Callback):
+    """Saves a checkpoint before epoch 1's second batch, as Lightning's SIGUSR1 handler saves
+    ``hpc_ckpt_<n>.ckpt`` wherever training is, then ends the fit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (1, 1):
+            trainer.save_checkpoint(self.path)
+            raise RuntimeError("simulated preemption")
+
+
+class _SlopeLogged(Callback):
+    def __init__(self) -> None:
+        self.slopes: dict[int, float] = {}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.slopes[trainer.current_epoch] = float(trainer.callback_metrics["dsrelu/slope"])
+
+
+def test_resume_from_a_mid_epoch_checkpoint_continues_the_schedule_without_warning(
+    tiny: TinyTrainer, tmp_path: Path
+) -> None:
+    # Lightning skips on_train_epoch_start of the epoch it resumes mid-way: the scheduler
+    # used to leave that epoch to the restored buffer, unlogged, and DSReLU warned that
+    # nothing advanced its progress (seen in a SLURM job requeued after SIGUSR1).
+    path = tmp_path / "mid_epoch.ckpt"
+    kwargs = tiny.kwargs(max_epochs=4, limit_val_batches=0)
+    crashing = pl.Trainer(callbacks=[SlopeScheduler(), _SaveMidEpochThenCrash(path)], **kwargs)
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        crashing.fit(_model(), DigitsDataModule(batch_size=16))
+    probe, logged = ProgressProbe(), _SlopeLogged()
+    resumed = pl.Trainer(callbacks=[SlopeScheduler(), probe, logged], **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed.fit(_model(), DigitsDataModule(batch_size=16), ckpt_path=path)
+    assert not [w for w in caught if "nothing advances" in str(w.message)]
+    assert [(e, v) for e, _, v in probe.seen] == [
+        (1, [pytest.approx(0.25)] * 33),  # the rest of epoch 1
+        (2, [pytest.approx(0.5)] * 33),
+        (2, [pytest.approx(0.5)] * 33),
+        (3, [pytest.approx(0.75)] * 33),
+        (3, [pytest.approx(0.75)] * 33),
+    ]
+    layer = DSReLU()
+    assert logged.slopes == pytest.approx({e: layer.slope_at(e / 4) for e in (1, 2, 3)})
+
+
 class _PlainModule(pl.LightningModule):
     """A user's own LightningModule with a DSReLU: nothing of this project's but the layer."""
 

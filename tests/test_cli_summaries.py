@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightning.fabric.plugins.environments.slurm as slurm_environment
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -209,6 +210,30 @@ def test_noise_filters_drop_third_party_messages_only(caplog: pytest.LogCaptureF
     assert [str(w.message) for w in caught] == [
         "the model has 33 DSReLU layers but no SlopeScheduler"
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "hints"),
+    [
+        ({}, 1),  # not in a SLURM job: Lightning's advice stays
+        ({"SLURM_JOB_ID": "7"}, 0),  # a batch script's own process (an array task): dropped
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, 0),  # under srun Lightning gives none
+    ],
+)
+def test_the_srun_hint_is_dropped_only_in_an_srun_less_slurm_job(
+    env: dict[str, str], hints: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Lightning's own check, on a machine where srun exists.
+    monkeypatch.setattr(slurm_environment.shutil, "which", lambda name: f"/usr/bin/{name}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_third_party_noise()
+        slurm_environment.SLURMEnvironment._validate_srun_used()
+    assert len([w for w in caught if "`srun` command is available" in str(w.message)]) == hints
 
 
 def test_default_callbacks_match_the_cli_and_write_epoch_metrics(

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import DIGITS_CONFIG, SMALL_BACKBONE, DDPRun, TinyTrainer, small_classifier
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
 
 from dsrelu_lightning import Classifier, DSReLU, SlopeScheduler
 from dsrelu_lightning.__main__ import main
@@ -231,3 +232,30 @@ def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:
         os.umask(previous)
     assert written.stat().st_mode & 0o777 == 0o640
     assert written.read_text() == "table"
+
+
+def test_a_fit_resumed_into_its_own_log_folder_may_rewrite_its_same_config(
+    tmp_path: Path,
+) -> None:
+    # Under SLURM Lightning names the default logger's version after the job id, so a job
+    # requeued after SIGUSR1 logs into its first attempt's folder; Lightning's
+    # SaveConfigCallback refused the existing config.yaml and the requeued job failed.
+    logger = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(tmp_path), "name": "", "version": "job_7"},
+    }
+
+    def save_config(*extra: str) -> None:
+        args = ["--config", DIGITS_CONFIG, "--trainer.logger", json.dumps(logger), *extra]
+        cli = build_cli(args, run=False)
+        saver = next(cb for cb in cli.trainer.callbacks if isinstance(cb, SaveConfigCallback))
+        saver.setup(cli.trainer, cli.model, "fit")
+
+    save_config()
+    saved = tmp_path / "job_7" / "config.yaml"
+    before = saved.read_text()
+    save_config()  # the same run again: accepted, nothing changed
+    assert saved.read_text() == before
+    with pytest.raises(RuntimeError, match="config.yaml to NOT exist"):
+        save_config("--model.lr", "0.01")  # another run's folder: refused, as Lightning does
+    assert saved.read_text() == before

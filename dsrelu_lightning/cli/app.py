@@ -27,6 +27,7 @@ from dsrelu_lightning.cli.help import (
     suggest_key,
 )
 from dsrelu_lightning.cli.preflight import check_checkpoint, check_output_dir
+from dsrelu_lightning.cli.save_config import SameRunSaveConfig
 from dsrelu_lightning.cli.user_errors import report_user_errors
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError
@@ -49,7 +50,8 @@ class DSReLUCLI(LightningCLI):
     checkpoint is checked for corruption and for fitting the data, the output folders for
     write access (and room for checkpoints when fitting). ``validate``/``test``/``predict``
     need ``--ckpt_path`` (``untrained`` asks for fresh weights) and write their metrics and
-    predictions to ``<run>/eval/<checkpoint>/``; ``fit`` ends with a summary.
+    predictions to ``<run>/eval/<checkpoint>/``; ``fit`` ends with a summary. A fit resumed
+    into its own log folder (a requeued SLURM job) may rewrite its identical config.yaml.
     """
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -246,6 +248,7 @@ def build_cli(
         Classifier,
         KFoldDataModule,
         subclass_mode_data=True,
+        save_config_callback=SameRunSaveConfig,
         seed_everything_default=42,
         parser_kwargs={**quiet, "prog": PROG, **subcommands},
         args=list(args) if args is not None else None,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import warnings
 
 __all__ = ["silence_third_party_noise"]
@@ -13,6 +15,18 @@ _LOG_NOISE: dict[str, tuple[str, ...]] = {
     # torch's C++-extension helper, asked by the compiler on a machine without CUDA.
     "torch.utils.cpp_extension": ("No CUDA runtime is found",),
 }
+
+
+_SRUN_HINT = "The `srun` command is available on your system but is not used"
+"""Lightning's SLURMEnvironment hint, given whenever ``srun`` exists but ``SLURM_NTASKS`` is
+unset; in a SLURM batch script run without srun (a grid's array task) that is the
+intended setup, one process, and the hint ("prepend srun") is wrong advice."""
+
+
+def _in_srun_less_slurm_job() -> bool:
+    """A SLURM job's batch script process, not started by srun: SLURM gave it no task count
+    (srun always sets ``SLURM_NTASKS``), so it is one process that Lightning runs plainly."""
+    return "SLURM_JOB_ID" in os.environ and "SLURM_NTASKS" not in os.environ
 
 
 class _DropMessages(logging.Filter):
@@ -28,10 +42,13 @@ class _DropMessages(logging.Filter):
 def silence_third_party_noise() -> None:
     """Drop messages that say nothing about the user's run; the project's own stay.
 
-    Lightning's litlogger tip, torch's "No CUDA runtime is found" and the
+    Lightning's litlogger tip, torch's "No CUDA runtime is found", the
     ``isinstance(treespec, LeafSpec)`` deprecation that Lightning's own pytree helper
-    triggers in torch. Called by the CLI's entry point only; idempotent.
+    triggers in torch, and inside an srun-less SLURM job (an array task of a grid)
+    Lightning's hint to prepend ``srun``. Called by the CLI's entry point only; idempotent.
     """
+    if _in_srun_less_slurm_job():
+        warnings.filterwarnings("ignore", message=re.escape(_SRUN_HINT))
     warnings.filterwarnings(
         "ignore",
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",

@@ -13,6 +13,7 @@ from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
 from dsrelu_lightning.nn.compiled import is_compiled
 from dsrelu_lightning.nn.dsrelu_kernel import warm_up
+from dsrelu_lightning.nn.modes import preserved_modes
 from dsrelu_lightning.training.precision import activation_dtype
 
 __all__ = ["SlopeScheduler"]
@@ -36,9 +37,12 @@ class SlopeScheduler(Callback):
             training batch in eval mode without grad (nothing in the model changes).
 
     Progress is set in training hooks, never in ``setup``, so a resumed fit continues
-    the schedule from the restored epoch/step. Logs ``dsrelu/slope`` (the first layer's)
-    once per epoch. At the start of training it compiles DSReLU's fused kernels (unless
-    the model is ``torch.compile``-d) so that the first timed epoch does not pay for them.
+    the schedule from the restored epoch/step; a fit resumed from a mid-epoch checkpoint
+    (Lightning's ``hpc_ckpt_<n>.ckpt``, saved on SLURM's SIGUSR1), for which Lightning
+    skips that epoch's ``on_train_epoch_start``, gets it at its first batch instead. Logs
+    ``dsrelu/slope`` (the first layer's) once per epoch. At the start of training it
+    compiles DSReLU's fused kernels (unless the model is ``torch.compile``-d) so that the
+    first timed epoch does not pay for them.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class SlopeScheduler(Callback):
         self.schedule = schedule
         self._layers: list[DSReLU] = []
         self._in_forward_order = False
+        self._epoch_started: int | None = None  # the epoch on_train_epoch_start last set
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._layers = dsrelu_modules(pl_module)
@@ -107,25 +112,33 @@ class SlopeScheduler(Callback):
         return t
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = None
         # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
         # the epoch-time comparison with other activations stays fair.
         if self._layers and not is_compiled(pl_module):
             warm_up(pl_module.device, activation_dtype(trainer, pl_module))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._layers:
-            return
+        if self._layers:
+            self._start_epoch(trainer, pl_module)
+
+    def _start_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         t = self._apply(trainer)
+        self._epoch_started = trainer.current_epoch
         pl_module.log("dsrelu/slope", self._layers[0].slope_at(t), on_step=False, on_epoch=True)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._layers and self.schedule == "authors_code" and not self._in_forward_order:
+        if not self._layers:
+            return
+        if self.schedule == "authors_code" and not self._in_forward_order:
             self._layers = _forward_order(pl_module, self._layers, batch)
             self._in_forward_order = True
             self._apply(trainer)
-        if self._layers and self.granularity == "step":
+        if self._epoch_started != trainer.current_epoch:  # resumed mid-epoch
+            self._start_epoch(trainer, pl_module)
+        if self.granularity == "step":
             self._apply(trainer)
 
 
@@ -134,16 +147,12 @@ def _forward_order(pl_module: pl.LightningModule, layers: list[DSReLU], batch: A
     layers it never calls last, in their given order."""
     called: list[DSReLU] = []
     hooks = [layer.register_forward_pre_hook(lambda m, _: called.append(m)) for layer in layers]
-    modes = {m: m.training for m in pl_module.modules()}
     inputs = batch[0] if isinstance(batch, list | tuple) else batch
     try:
-        pl_module.eval()
-        with torch.no_grad():
-            pl_module(inputs.to(pl_module.device))
+        with preserved_modes(pl_module), torch.no_grad():
+            pl_module.eval()(inputs.to(pl_module.device))
     finally:
         for hook in hooks:
             hook.remove()
-        for module, training in modes.items():
-            module.training = training
     first_calls = list(dict.fromkeys(called))
     return first_calls + [layer for layer in layers if layer not in first_calls]
