@@ -723,16 +723,17 @@ def test_backbones_are_a_grid_axis_compared_within_each_backbone(tmp_path: Path)
         for _ in range(2)
     )  # fmt: skip
     tests = list(csv.DictReader((output / "summary_tests.csv").open()))
-    # Within each backbone: relu and mish against dsrelu, on acc and F1, over its 2 folds.
+    # Within each backbone: relu and mish against dsrelu, on test and val acc and F1, over
+    # its 2 folds.
     assert sorted((r["backbone"], r["label"], r["metric"]) for r in tests) == sorted(
         (b, label, m) for b in backbones.split(",") for label in ("relu", "mish")
-        for m in ("val_acc", "val_f1")
+        for m in ("test_acc", "test_f1", "val_acc", "val_f1")
     )  # fmt: skip
     assert {r["n"] for r in tests} == {"2"}
     markdown = (output / "summary.md").read_text()
     for backbone in backbones.split(","):
         assert f"## digits/{backbone}\n" in markdown
-    assert "Friedman test on val acc over 2 tables (across tables)" in markdown
+    assert "Friedman test on test acc over 2 tables (across tables)" in markdown
 
 
 @pytest.mark.parametrize(

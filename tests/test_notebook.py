@@ -38,7 +38,7 @@ def test_walkthrough_notebook_executes(tmp_path: Path, monkeypatch: pytest.Monke
         if cell.cell_type == "code"
         for output in cell.outputs
     )
-    assert "relu fold 0: val acc" in text
+    assert "relu fold 0: test acc" in text
     images = [
         output
         for cell in notebook.cells
@@ -46,4 +46,4 @@ def test_walkthrough_notebook_executes(tmp_path: Path, monkeypatch: pytest.Monke
         for output in cell.outputs
         if "image/png" in output.get("data", {})
     ]
-    assert len(images) >= 3  # slope schedule, val-acc bars, the report's curves
+    assert len(images) >= 3  # slope schedule, test-acc bars, the report's curves

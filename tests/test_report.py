@@ -20,6 +20,8 @@ from dsrelu_lightning.study.report.significance import TEST_COLUMNS
 from dsrelu_lightning.study.report.summary import write_report
 
 LABELS = ("relu", "mish", "dsrelu", "dsrelu_75_30")
+SPLIT_SIZES = {"train": 1149, "val": 288, "test": 360}
+"""The digits fold-0 sizes, as a cell records them."""
 FOLDS = (0, 1, 2, 3, 4)
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -59,6 +61,7 @@ def fake_cell(
         activation=activation,
         activation_args={"initial_angle": 75, "final_angle": 30} if "75" in label else None,
         num_folds=5,
+        split_sizes=SPLIT_SIZES,
         status=status,
         stop_reason="max_epochs",
         best_epoch=epochs - 1,
@@ -144,14 +147,14 @@ def test_per_fold_table_equals_the_result_files(grid: tuple[Path, dict]) -> None
     assert header[2:] == ["relu", "mish", "dsrelu", "dsrelu_75_30"]  # paper order, then others
     names = {"Acc": "acc", "F1": "f1", "AUC": "auroc"}
     per_fold = [row for row in rows if row[0] != "mean ± std"]
-    assert len(per_fold) == len(FOLDS) * 6
+    assert len(per_fold) == len(FOLDS) * 9  # train, val, test x acc, F1, AUC
     for row in per_fold:
         stage, metric = row[1].split()
         for label, text in zip(header[2:], row[2:], strict=True):
             value = results[("digits", label, int(row[0]))][stage.lower()][names[metric]]
             assert text == f"{value:.4f}"
     means = [row for row in rows if row[0] == "mean ± std"]
-    assert len(means) == 6
+    assert len(means) == 9
     for row in means:
         stage, metric = row[1].split()
         for label, text in zip(header[2:], row[2:], strict=True):
@@ -162,7 +165,7 @@ def test_per_fold_table_equals_the_result_files(grid: tuple[Path, dict]) -> None
 def test_test_set_and_epoch_time_tables_equal_the_result_files(grid: tuple[Path, dict]) -> None:
     output, results = grid
     markdown = section(write_report(output).read_text(), "cifar100")
-    header, *rows = table(markdown, "### Test set")
+    header, *rows = table(markdown, "### Held-out test split")
     acc = rows[0]
     assert acc[0] == "Test Acc"
     for label, text in zip(header[1:], acc[1:], strict=True):
@@ -197,12 +200,15 @@ def test_summary_tests_csv_recomputes_by_hand(grid: tuple[Path, dict]) -> None:
     header = (output / "summary_tests.csv").read_text().splitlines()[0].split(",")
     assert header == list(TEST_COLUMNS)
     rows = read_tests(output)
-    assert len(rows) == 2 * 3 * 2  # datasets x labels other than dsrelu x (val acc, val F1)
+    # datasets x labels other than dsrelu x (test acc, test F1, val acc, val F1), test first
+    assert len(rows) == 2 * 3 * 4
+    assert [r["metric"] for r in rows[:6]] == ["test_acc"] * 3 + ["test_f1"] * 3
     for row in rows:
-        metric = row["metric"].removeprefix("val_")
-        a = np.array([results[(row["dataset"], row["label"], f)]["val"][metric] for f in FOLDS])
-        b = np.array([results[(row["dataset"], "dsrelu", f)]["val"][metric] for f in FOLDS])
-        d, n, ratio = a - b, len(FOLDS), 1 / (5 - 1)  # the fakes' num_folds is 5
+        stage, metric = row["metric"].split("_")
+        a = np.array([results[(row["dataset"], row["label"], f)][stage][metric] for f in FOLDS])
+        b = np.array([results[(row["dataset"], "dsrelu", f)][stage][metric] for f in FOLDS])
+        # n_scored / n_train from the recorded sizes: the test split, or the validation fold
+        d, n, ratio = a - b, len(FOLDS), SPLIT_SIZES[stage] / SPLIT_SIZES["train"]
         se = np.sqrt((1 / n + ratio) * d.var(ddof=1))  # Nadeau-Bengio's corrected variance
         t = d.mean() / se
         half = stats.t.ppf(0.975, n - 1) * se
@@ -223,7 +229,7 @@ def test_summary_tests_csv_recomputes_by_hand(grid: tuple[Path, dict]) -> None:
         low, high = float(row["bootstrap_ci_low"]), float(row["bootstrap_ci_high"])
         assert low <= d.mean() <= high
     for dataset in ("digits", "cifar100"):
-        for metric in ("val_acc", "val_f1"):
+        for metric in ("test_acc", "test_f1", "val_acc", "val_f1"):
             family = [r for r in rows if (r["dataset"], r["metric"]) == (dataset, metric)]
             adjusted = _holm_by_hand([float(r["p_corrected"]) for r in family])
             assert [float(r["p_holm"]) for r in family] == pytest.approx(adjusted)
@@ -233,7 +239,7 @@ def test_summary_md_shows_the_tests_of_the_csv(grid: tuple[Path, dict]) -> None:
     output, _ = grid
     markdown = section(write_report(output).read_text(), "digits")
     rows = [r for r in read_tests(output) if r["dataset"] == "digits"]
-    header, *body = table(markdown, "#### val acc")
+    header, *body = table(markdown, "#### test acc")
     assert header[:6] == [
         "Label",
         "Reference",
@@ -242,7 +248,7 @@ def test_summary_md_shows_the_tests_of_the_csv(grid: tuple[Path, dict]) -> None:
         "Corrected t: p [95% CI]",
         "Holm p",
     ]
-    acc = [r for r in rows if r["metric"] == "val_acc"]
+    acc = [r for r in rows if r["metric"] == "test_acc"]
     assert (
         [line[0] for line in body] == [r["label"] for r in acc] == ["relu", "mish", "dsrelu_75_30"]
     )
@@ -250,8 +256,12 @@ def test_summary_md_shows_the_tests_of_the_csv(grid: tuple[Path, dict]) -> None:
         assert line[3] == f"{float(row['mean_diff']):+.4f}"
         assert line[4].startswith(f"{float(row['p_corrected']):.4f} [{float(row['ci_low']):+.4f}, ")
         assert line[7] == f"{float(row['wilcoxon_p']):.4f} (0.0625)"
-    assert "#### val F1" in markdown and "How to read:" in markdown
-    assert "Friedman test on val acc over 5 (seed, fold) cells (digits): chi2" in markdown
+    assert markdown.index("#### test F1") < markdown.index("#### val acc (selection data)")
+    assert "How to read:" in markdown
+    assert (
+        "Optimistic (the cells share training data, not independent blocks): Friedman test on "
+        "test acc over 5 (seed, fold) cells (digits): chi2" in markdown
+    )
 
 
 def test_cells_pair_by_seed_and_fold(tmp_path: Path) -> None:
@@ -264,21 +274,20 @@ def test_cells_pair_by_seed_and_fold(tmp_path: Path) -> None:
     }
     markdown = write_report(tmp_path).read_text()
     rows = read_tests(tmp_path)
-    assert [r["n"] for r in rows] == ["4", "4"]
+    assert [r["n"] for r in rows] == ["4"] * 4 and rows[0]["metric"] == "test_acc"
     cells = sorted((seed, fold) for seed in (42, 43) for fold in (0, 1))
-    a = [results[("relu", *cell)]["val"]["acc"] for cell in cells]
-    b = [results[("dsrelu", *cell)]["val"]["acc"] for cell in cells]
+    a = [results[("relu", *cell)]["test"]["acc"] for cell in cells]
+    b = [results[("dsrelu", *cell)]["test"]["acc"] for cell in cells]
     d = np.array(a) - np.array(b)  # the pairs are the (seed, fold) cells both labels have
     assert float(rows[0]["mean_diff"]) == pytest.approx(d.mean())
-    corrected_se = np.sqrt((1 / 4 + 0.25) * d.var(ddof=1))
+    corrected_se = np.sqrt((1 / 4 + 360 / 1149) * d.var(ddof=1))
     assert float(rows[0]["t_corrected"]) == pytest.approx(d.mean() / corrected_se)
     summary = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert sorted((r["label"], int(r["seed"]), int(r["fold"])) for r in summary) == sorted(results)
     _, *per_cell = table(section(markdown, "digits"), "### Per fold")
     assert {line[0] for line in per_cell} >= {"seed 42 fold 0", "seed 43 fold 1"}
-    assert (
-        "Friedman test on val acc over 4 (seed, fold) cells (digits): not run: needs >= 3"
-        in markdown
+    assert "Friedman test on test acc over 4 (seed, fold) cells (digits): not run: needs >= 3" in (
+        markdown
     )
 
 
@@ -291,12 +300,12 @@ def test_an_old_result_without_a_seed_reads_it_from_the_saved_config(tmp_path: P
     assert "seed" not in json.loads(old.read_text())
     write_report(tmp_path)
     assert {r["seed"] for r in csv.DictReader((tmp_path / "summary.csv").open())} == {"42"}
-    assert [r["n"] for r in read_tests(tmp_path)] == ["2", "2"]
+    assert [r["n"] for r in read_tests(tmp_path)] == ["2"] * 4
     # A new-format cell with the same seed pairs with the old cells of that seed.
     fake_cell(tmp_path, "digits", "relu", 2, rng, seed=42)
     fake_cell(tmp_path, "digits", "dsrelu", 2, rng, seed=42)
     write_report(tmp_path)
-    assert [r["n"] for r in read_tests(tmp_path)] == ["3", "3"]
+    assert [r["n"] for r in read_tests(tmp_path)] == ["3"] * 4
 
 
 def test_all_pairs_tests_every_pair_in_one_holm_family(grid: tuple[Path, dict]) -> None:
@@ -344,7 +353,7 @@ def test_figures_of_precise_bn_and_across_datasets(tmp_path: Path) -> None:
     for name in ("digits_val_vs_val_ema", "digits_bn_stale_ratio", "across_tables_cd_diagram"):
         assert (tmp_path / "figures" / f"{name}.png").read_bytes().startswith(PNG)
         assert f"](figures/{name}.png)" in markdown
-    assert "Friedman test on val acc over 2 tables (across tables): chi2" in markdown
+    assert "Friedman test on test acc over 2 tables (across tables): chi2" in markdown
 
 
 def test_labels_repeated_over_more_seeds_get_their_own_rank_test(tmp_path: Path) -> None:
@@ -354,16 +363,16 @@ def test_labels_repeated_over_more_seeds_get_their_own_rank_test(tmp_path: Path)
         for seed in (42,) if label == "tanh" else (42, 43):
             for fold in (0, 1, 2):
                 cell = fake_cell(tmp_path, "digits", label, fold, rng, seed=seed)
-                scores.setdefault(label, []).append(cell["val"]["acc"])
+                scores.setdefault(label, []).append(cell["test"]["acc"])
     markdown = write_report(tmp_path).read_text()
     everyone = stats.friedmanchisquare(*(values[:3] for values in scores.values()))
     assert (
-        "Friedman test on val acc over 3 (seed, fold) cells (digits): "
+        "Friedman test on test acc over 3 (seed, fold) cells (digits): "
         f"chi2 {everyone.statistic:.3f}" in markdown
     )
     repeated = stats.friedmanchisquare(scores["relu"], scores["mish"], scores["dsrelu"])
     assert (
-        "Friedman test on val acc over 6 (seed, fold) cells (digits: relu, mish, dsrelu): "
+        "Friedman test on test acc over 6 (seed, fold) cells (digits: relu, mish, dsrelu): "
         f"chi2 {repeated.statistic:.3f}" in markdown
     )
     figure = tmp_path / "figures" / "digits_cd_diagram_repeated.png"
@@ -473,7 +482,7 @@ def test_report_command(grid: tuple[Path, dict], capsys: pytest.CaptureFixture[s
     output, _ = grid
     main(["report", "--output", str(output), "--reference", "relu", "--all-pairs"])
     assert f"report: {output / 'summary.md'}" in capsys.readouterr().out
-    assert len(read_tests(output)) == 2 * 6 * 2  # datasets x pairs x metrics
+    assert len(read_tests(output)) == 2 * 6 * 4  # datasets x pairs x (test, val) x (acc, F1)
     assert json.loads(json.dumps(list(csv.DictReader((output / "summary.csv").open()))))
 
 

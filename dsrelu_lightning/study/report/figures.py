@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -37,6 +38,17 @@ _CURVES = (
     ("val/f1", "Validation macro F1", "linear"),
     ("val/loss", "Validation loss", "log"),
 )
+
+
+def _epoch_axis(ax: Any) -> None:
+    """Whole epochs on the x axis: the epochs plotted where they are few (one epoch would
+    otherwise get ticks at -0.04 ... 0.04), else integer ticks."""
+    epochs = sorted({int(x) for line in ax.get_lines() for x in line.get_xdata()})
+    if 0 < len(epochs) <= 12:
+        ax.set_xticks(epochs)
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def fold_band(histories: Sequence[History], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,7 +82,7 @@ def validation_curves(histories: Mapping[str, Sequence[History]], title: str) ->
             (line,) = ax.plot(epochs, mean, marker=".", label=label)
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set(xlabel="epoch", title=name, yscale=scale)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     fig.suptitle(f"{title}: mean over folds, band = +-1 std")
@@ -99,7 +111,7 @@ def ema_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure
             (line,) = ax.plot(epochs, mean, marker=".", label=name)
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set(title=label, xlabel="epoch", ylabel="accuracy")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax)
         ax.tick_params(labelbottom=True)  # a panel above an empty slot keeps its epoch ticks
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(logged) :]:
@@ -119,14 +131,14 @@ def stale_ratio_curves(histories: Mapping[str, Sequence[History]], title: str) -
     for label, runs in logged.items():
         epochs, mean, _ = fold_band(runs, "bn/stale_ratio")
         ax.plot(epochs, mean, marker=".", label=label)
+    _epoch_axis(ax)  # before the reference line, whose x runs over the axes, not epochs
     ax.axhline(1.0, color="grey", linewidth=1, linestyle=":")
     ax.set(
         xlabel="epoch",
         ylabel="largest running / batch variance",
         yscale="log",
-        title=f"{title}: BN staleness (1 = running statistics up to date)",
+        title=f"{title}: BN staleness (1 = statistics fit what they normalise)",
     )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return fig
@@ -149,7 +161,7 @@ def critical_difference_diagram(test: RankTest, title: str, unit: str = "blocks"
     ax = fig.add_axes((margin / width, 0.05, 1 - 2 * margin / width, 0.75))
     scikit_posthocs.critical_difference_diagram(test.mean_ranks, test.nemenyi, ax=ax)
     ax.set_title(
-        f"{title}: mean rank on val acc over {test.blocks} {unit} (Friedman p {test.pvalue:.3g}; "
+        f"{title}: mean rank on test acc over {test.blocks} {unit} (Friedman p {test.pvalue:.3g}; "
         f"Nemenyi CD {test.critical_difference:.2f})",
         fontsize="medium",
     )
@@ -167,7 +179,7 @@ def slope_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figu
         epochs, mean, _ = fold_band(runs, "dsrelu/slope")
         ax.plot(epochs, mean, marker="o", label=label)
     ax.set(xlabel="epoch", ylabel="positive-side slope s(t)", title=f"{title}: DSReLU slope logged")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig

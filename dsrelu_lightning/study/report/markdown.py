@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from dsrelu_lightning.study.report.stats import mean_std
 
 __all__ = [
+    "as_text",
     "format_interval",
     "format_mean_std",
     "format_p",
@@ -49,3 +52,8 @@ def format_mean_std(values: Sequence[float], digits: int = 4) -> str:
     if mean is None:
         return "—"
     return f"{mean:.{digits}f} ± {format_value(std, digits)}"
+
+
+def as_text(value: Any) -> str:
+    """A config value as a table shows it: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,9 +1,11 @@
 """The report's statistics: paired tests per comparison (summary_tests.csv) and rank tests
 (summary.md shows them: :mod:`~dsrelu_lightning.study.report.significance_text`).
 
-Cells pair by (seed, fold): two labels are compared on the cells both have, so r seeds x k
-folds give r * k pairs. A table is a dataset (and backbone, where a dataset ran on several);
-one table and metric is one Holm family.
+Each cell's model is selected on its validation fold (lowest val/loss) and scored on the
+held-out test split: the test metrics are the answer, the validation ones the data that chose
+it (optimistic, shown as such). Cells pair by (seed, fold): two labels are compared on the
+cells both have, so r seeds x k folds give r * k pairs. A table is a dataset (and backbone,
+where a dataset ran on several); one table, stage and metric is one Holm family.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from dsrelu_lightning.study.report.results import (
     CellResult,
     Cells,
     as_int,
-    config_value,
     group_tables,
     key_order,
 )
@@ -26,6 +27,7 @@ from dsrelu_lightning.study.report.stats import PairedComparison, compare_paired
 
 __all__ = [
     "ACROSS",
+    "SCORED",
     "TESTED_METRICS",
     "TEST_COLUMNS",
     "comparison_rows",
@@ -33,11 +35,20 @@ __all__ = [
     "rank_tests",
     "repeated_rank_test",
     "resolve_reference",
+    "test_train_ratio",
 ]
 
 ACROSS = "across tables"
 """The key of the rank test whose blocks are the tables (datasets, backbones)."""
-TESTED_METRICS = (("acc", "val acc"), ("f1", "val F1"))
+SCORED = "test"
+"""The stage that scores a cell's selected model: the held-out test split."""
+TESTED_METRICS = (
+    ("test", "acc", "test acc"),
+    ("test", "f1", "test F1"),
+    ("val", "acc", "val acc (selection data)"),
+    ("val", "f1", "val F1 (selection data)"),
+)
+"""(stage, metric, title) of the paired tests, the held-out answer first."""
 TEST_COLUMNS = (
     "dataset",
     "backbone",
@@ -77,28 +88,25 @@ def resolve_reference(results: Sequence[CellResult], wanted: str | None) -> str 
     )
 
 
-def _test_train_ratio(result: CellResult) -> float | None:
-    """n_test / n_train of the cell's split: recorded sizes if any, else 1 / (k - 1) for k folds."""
+def test_train_ratio(result: CellResult, stage: str) -> float | None:
+    """n_scored / n_train of the cell: the recorded size of ``stage``'s split (the held-out
+    test split, or the validation fold) over its fold's training set; None when the record
+    has no sizes (the corrected test is then left out, with a note)."""
     sizes = result.data.get("split_sizes") or {}
-    train, val = as_int(sizes.get("train")), as_int(sizes.get("val"))
-    if train and val:
-        return val / train
-    folds = as_int(result.data.get("num_folds")) or as_int(
-        config_value(result, "data", "init_args", "num_folds")
-    )
-    return 1 / (folds - 1) if folds and folds > 1 else None
+    train, scored = as_int(sizes.get("train")), as_int(sizes.get(stage))
+    return scored / train if train and scored else None
 
 
-def _compare(cells: Cells, label: str, reference: str, metric: str) -> PairedComparison:
+def _compare(cells: Cells, label: str, reference: str, stage: str, metric: str) -> PairedComparison:
     keys = [
         key
         for key in sorted(set(cells[label]) & set(cells[reference]), key=key_order)
-        if cells[label][key].value("val", metric) is not None
-        and cells[reference][key].value("val", metric) is not None
+        if cells[label][key].value(stage, metric) is not None
+        and cells[reference][key].value(stage, metric) is not None
     ]
-    a = [cells[label][key].value("val", metric) for key in keys]
-    b = [cells[reference][key].value("val", metric) for key in keys]
-    ratios = [_test_train_ratio(cells[name][key]) for key in keys for name in (label, reference)]
+    a = [cells[label][key].value(stage, metric) for key in keys]
+    b = [cells[reference][key].value(stage, metric) for key in keys]
+    ratios = [test_train_ratio(cells[n][key], stage) for key in keys for n in (label, reference)]
     known = [r for r in ratios if r is not None]
     ratio = sum(known) / len(known) if known and len(known) == len(ratios) else None
     return compare_paired(a, b, ratio)  # type: ignore[arg-type]
@@ -118,11 +126,11 @@ def comparison_rows(cells: Cells, reference: str, all_pairs: bool = False) -> li
     first = next(iter(next(iter(cells.values())).values()))
     where = {"dataset": first.dataset, "backbone": first.backbone}
     rows = []
-    for metric, _ in TESTED_METRICS:
+    for stage, metric, _ in TESTED_METRICS:
         table = []
         for label, other in _pairs(list(cells), reference, all_pairs):
-            result = asdict(_compare(cells, label, other, metric))
-            table.append({**where, "metric": f"val_{metric}", "label": label,
+            result = asdict(_compare(cells, label, other, stage, metric))
+            table.append({**where, "metric": f"{stage}_{metric}", "label": label,
                           "reference": other, **result})  # fmt: skip
         for row, adjusted in zip(table, holm([r["p_corrected"] for r in table]), strict=True):
             row["p_holm"] = adjusted
@@ -130,20 +138,20 @@ def comparison_rows(cells: Cells, reference: str, all_pairs: bool = False) -> li
     return rows
 
 
-def _complete_blocks(cells: Cells, metric: str) -> dict[str, list[float]]:
-    """label -> its val ``metric`` on each (seed, fold) cell that every label has a value for."""
+def _complete_blocks(cells: Cells, metric: str, stage: str) -> dict[str, list[float]]:
+    """label -> its ``stage`` ``metric`` on each (seed, fold) cell every label has it for."""
     keys = [
         key
         for key in sorted(set.intersection(*map(set, cells.values())), key=key_order)
-        if all(runs[key].value("val", metric) is not None for runs in cells.values())
+        if all(runs[key].value(stage, metric) is not None for runs in cells.values())
     ]
     return {
-        label: [float(runs[key].value("val", metric)) for key in keys]  # type: ignore[arg-type]
+        label: [float(runs[key].value(stage, metric)) for key in keys]  # type: ignore[arg-type]
         for label, runs in cells.items()
     }
 
 
-def repeated_rank_test(cells: Cells, metric: str = "acc") -> RankTest | None:
+def repeated_rank_test(cells: Cells, metric: str = "acc", stage: str = SCORED) -> RankTest | None:
     """Friedman + Nemenyi over the labels measured on every (seed, fold) cell the
     most-measured label has, when they share more cells than all labels do: e.g. the labels
     a grid repeated over more seeds.
@@ -152,7 +160,7 @@ def repeated_rank_test(cells: Cells, metric: str = "acc") -> RankTest | None:
     labels already uses every cell).
     """
     measured = {
-        label: {key for key, result in runs.items() if result.value("val", metric) is not None}
+        label: {key for key, result in runs.items() if result.value(stage, metric) is not None}
         for label, runs in cells.items()
     }
     if not measured:
@@ -161,16 +169,16 @@ def repeated_rank_test(cells: Cells, metric: str = "acc") -> RankTest | None:
     subset = {label: cells[label] for label, keys in measured.items() if keys >= most}
     if not 3 <= len(subset) < len(cells):
         return None
-    return friedman_nemenyi(_complete_blocks(subset, metric))
+    return friedman_nemenyi(_complete_blocks(subset, metric, stage))
 
 
-def _table_means(tables: Mapping[str, Cells], metric: str) -> dict[str, list[float]]:
-    """label -> its mean val ``metric`` per table, for the labels every table has a value of."""
+def _table_means(tables: Mapping[str, Cells], metric: str, stage: str) -> dict[str, list[float]]:
+    """label -> its mean ``stage`` ``metric`` per table, for the labels every table has."""
     means: dict[str, list[float]] = {}
     for label in next(iter(tables.values())):
         per_table = []
         for cells in tables.values():
-            values = [r.value("val", metric) for r in cells.get(label, {}).values()]
+            values = [r.value(stage, metric) for r in cells.get(label, {}).values()]
             present = [v for v in values if v is not None]
             per_table.append(sum(present) / len(present) if present else None)
         if all(v is not None for v in per_table):
@@ -178,18 +186,22 @@ def _table_means(tables: Mapping[str, Cells], metric: str) -> dict[str, list[flo
     return means
 
 
-def rank_tests(tables: Mapping[str, Cells], metric: str = "acc") -> dict[str, RankTest]:
+def rank_tests(
+    tables: Mapping[str, Cells], metric: str = "acc", stage: str = SCORED
+) -> dict[str, RankTest]:
     """Friedman + Nemenyi per table over its complete (seed, fold) blocks, and across tables.
 
-    Across tables (key ``ACROSS``, only with several: datasets, or backbones of a dataset)
-    each block is one table, each label's score there its mean over that table's cells;
-    labels missing from a table drop.
+    Within a table the blocks are (seed, fold) cells, which share training data: they are
+    not independent, and those tests are optimistic. Across tables (key ``ACROSS``, only
+    with several: datasets, or backbones of a dataset) each block is one table, each label's
+    score there its mean over that table's cells; labels missing from a table drop.
     """
     tests = {
-        name: friedman_nemenyi(_complete_blocks(cells, metric)) for name, cells in tables.items()
+        name: friedman_nemenyi(_complete_blocks(cells, metric, stage))
+        for name, cells in tables.items()
     }
     if len(tables) > 1:
-        tests[ACROSS] = friedman_nemenyi(_table_means(tables, metric))
+        tests[ACROSS] = friedman_nemenyi(_table_means(tables, metric, stage))
     return tests
 
 

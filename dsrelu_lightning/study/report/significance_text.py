@@ -16,6 +16,7 @@ from dsrelu_lightning.study.report.markdown import (
 from dsrelu_lightning.study.report.ranks import RankTest
 from dsrelu_lightning.study.report.results import Cells
 from dsrelu_lightning.study.report.significance import (
+    SCORED,
     TESTED_METRICS,
     comparison_rows,
     rank_tests,
@@ -31,8 +32,8 @@ def comparison_lines(rows: Sequence[Mapping[str, Any]], all_pairs: bool) -> list
     header = ["Label", "Reference", "n", "Mean diff", "Corrected t: p [95% CI]", "Holm p"]
     header += ["Plain t: p", "Wilcoxon p (min)", "Bootstrap 95% CI", "d_z", "P(label > ref)"]
     header += ["Detectable diff", "Note"]
-    for metric, title in TESTED_METRICS:
-        table = [row for row in rows if row["metric"] == f"val_{metric}"]
+    for stage, metric, title in TESTED_METRICS:
+        table = [row for row in rows if row["metric"] == f"{stage}_{metric}"]
         body = [
             [
                 row["label"],
@@ -60,10 +61,15 @@ def comparison_lines(rows: Sequence[Mapping[str, Any]], all_pairs: bool) -> list
         *lines,
         "",
         f"How to read: {scope}, paired on the (seed, fold) cells both have; differences are "
-        "label - reference. Read the corrected resampled t-test (Nadeau-Bengio, Bouckaert-Frank: "
-        "variance x (1/n + n_test/n_train), df n - 1) and its Holm-adjusted p over this table's "
-        "comparisons; the plain t, the Wilcoxon test and the bootstrap CI ignore the folds' "
-        "overlap (too optimistic), shown for comparison. The t tests can reach any p; "
+        "label - reference. Each cell's model was selected on its validation fold and scored "
+        "on the held-out test split: the test tables are the answer; the val tables score the "
+        "data that chose the model (optimistic, for comparison). Read the corrected resampled "
+        "t-test (Nadeau-Bengio, Bouckaert-Frank: variance x (1/n + n_scored/n_train) with the "
+        "cells' recorded split sizes, df n - 1) and its Holm-adjusted p over one table's "
+        "comparisons; it covers the variation between training sets (folds, seeds), not that "
+        "of drawing another test set (docs/benchmark.md). The plain t, the Wilcoxon test and "
+        "the bootstrap CI ignore the folds' overlap (too optimistic), shown for comparison. "
+        "The t tests can reach any p; "
         "Wilcoxon's smallest possible p at this n is in brackets. d_z = mean / sd of the "
         "differences; P(label > ref) counts ties 1/2. A |mean diff| below the detectable diff "
         "(80% power at alpha 0.05, observed spread) is no evidence of equality: the run is too "
@@ -71,9 +77,12 @@ def comparison_lines(rows: Sequence[Mapping[str, Any]], all_pairs: bool) -> list
     ]
 
 
-def rank_lines(name: str, test: RankTest, unit: str) -> list[str]:
-    """summary.md's lines for one rank test: mean ranks, Friedman, Nemenyi pairs apart by > CD."""
-    heading = f"Friedman test on val acc over {test.blocks} {unit} ({name}): "
+def rank_lines(name: str, test: RankTest, unit: str, optimistic: bool = False) -> list[str]:
+    """summary.md's lines for one rank test: mean ranks, Friedman, Nemenyi pairs apart by > CD;
+    ``optimistic`` says its blocks are not independent."""
+    heading = f"Friedman test on {SCORED} acc over {test.blocks} {unit} ({name}): "
+    if optimistic:
+        heading = "Optimistic (the cells share training data, not independent blocks): " + heading
     if test.statistic is None:
         return [heading + f"not run: {test.reason}."]
     ranks = ", ".join(
@@ -110,8 +119,8 @@ def stats_section(
     else:
         lines += comparison_lines(comparison_rows(cells, reference or "", all_pairs), all_pairs)
     ranks = rank_tests({table: cells})[table]
-    lines += ["", "### Ranks", "", *rank_lines(table, ranks, "(seed, fold) cells")]
+    lines += ["", "### Ranks", "", *rank_lines(table, ranks, "(seed, fold) cells", True)]
     if repeated := repeated_rank_test(cells):
         name = f"{table}: {', '.join(repeated.labels)}"
-        lines += ["", *rank_lines(name, repeated, "(seed, fold) cells")]
+        lines += ["", *rank_lines(name, repeated, "(seed, fold) cells", True)]
     return lines

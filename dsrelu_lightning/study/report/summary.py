@@ -16,15 +16,15 @@ from typing import Any
 
 from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.study.report.bn_report import bn_statistics_lines
-from dsrelu_lightning.study.report.markdown import format_mean_std, format_value
+from dsrelu_lightning.study.report.markdown import as_text, format_mean_std, format_value
 from dsrelu_lightning.study.report.markdown import markdown_table as _table
+from dsrelu_lightning.study.report.protocol import batch_limits, protocol_lines
 from dsrelu_lightning.study.report.report_figures import write_figures
 from dsrelu_lightning.study.report.results import (
     CellKey,
     CellResult,
     Cells,
     cell_seed,
-    config_value,
     group_cells,
     group_tables,
     key_order,
@@ -50,18 +50,6 @@ FIGURES = "figures"
 TABLE_METRICS = (("acc", "Acc"), ("f1", "F1"), ("auroc", "AUC"))
 """The metrics of the per-fold and test tables, with their column titles."""
 STAGES = ("train", "val", "test")
-# (label in summary.md's protocol line, key path in the resolved config)
-PROTOCOL = (
-    ("max_epochs", ("trainer", "max_epochs")),
-    ("batch_size", ("data", "init_args", "batch_size")),
-    ("lr", ("model", "lr")),
-    ("weight_decay", ("model", "weight_decay")),
-    ("stem", ("model", "stem")),
-    ("num_folds", ("data", "init_args", "num_folds")),
-    ("seed", ("seed_everything",)),
-    ("early stopping patience", ("early_stopping", "patience")),
-    ("data", ("data", "class_path")),
-)
 
 
 def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
@@ -112,10 +100,6 @@ def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None =
     return buffer.getvalue()
 
 
-def _plain(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _table_section(
     table: str, results: Sequence[CellResult], wanted: str | None, all_pairs: bool
 ) -> list[str]:
@@ -124,10 +108,10 @@ def _table_section(
     return [
         f"## {table}",
         "",
-        *_protocol_lines(results),
+        *protocol_lines(results),
         *_activation_lines(cells),
-        *_fold_table_lines(cells),
         *_test_lines(cells),
+        *_fold_table_lines(cells),
         *bn_statistics_lines(cells),
         *_time_lines(cells, reference),
         *stats_section(table, cells, reference, wanted, all_pairs),
@@ -141,7 +125,7 @@ def _activation_lines(cells: Cells) -> list[str]:
         first = next(iter(runs.values())).data
         folds = ", ".join(str(f) for f in sorted({fold for _, fold in runs}))
         overrides = first.get("overrides") or {}
-        settings = ", ".join(f"{key}={_plain(value)}" for key, value in sorted(overrides.items()))
+        settings = ", ".join(f"{key}={as_text(value)}" for key, value in sorted(overrides.items()))
         rows.append(
             [
                 label,
@@ -171,15 +155,18 @@ def _fold_table_lines(cells: Cells) -> list[str]:
     body = []
     for key in keys:
         for metric, title in TABLE_METRICS:
-            for stage in ("train", "val"):
+            for stage in STAGES:
                 runs = [cells[label].get(key) for label in labels]
                 values = [format_value(r.value(stage, metric) if r else None) for r in runs]
                 body.append([_key_text(key, several_seeds), f"{stage.title()} {title}", *values])
     for metric, title in TABLE_METRICS:
-        for stage in ("train", "val"):
+        for stage in STAGES:
             summaries = [format_mean_std(_values(cells[label], stage, metric)) for label in labels]
             body.append(["mean ± std", f"{stage.title()} {title}", *summaries])
-    heading = "### Per fold, best epoch by val/loss (layout of the paper's Tables I-III)"
+    heading = (
+        "### Per fold, the model of the lowest val/loss (layout of the paper's Tables I-III; "
+        "Val is the data that selected it)"
+    )
     if several_seeds:
         heading += "; mean ± std over every (seed, fold) cell"
     return ["", heading, "", *_table(["Fold", "Metric", *labels], body)]
@@ -195,21 +182,16 @@ def _test_lines(cells: Cells) -> list[str]:
         + [format_mean_std(_values(runs, "test", metric)) for runs in cells.values()]
         for metric, title in TABLE_METRICS
     ]
-    heading = "### Test set (each cell's best checkpoint), mean ± std over cells"
+    heading = (
+        "### Held-out test split: each cell's model, selected on its validation fold, "
+        "mean ± std over cells"
+    )
     return ["", heading, "", *_table(["Metric", *cells], rows)]
 
 
 def _values(cells: Mapping[CellKey, CellResult], stage: str, metric: str) -> list[float]:
     values = (cells[key].value(stage, metric) for key in sorted(cells, key=key_order))
     return [v for v in values if v is not None]
-
-
-def _protocol_lines(results: Sequence[CellResult]) -> list[str]:
-    parts = []
-    for name, path in PROTOCOL:
-        seen = sorted({_plain(config_value(r, *path)) for r in results})
-        parts.append(f"{name} {seen[0] if len(seen) == 1 else 'mixed: ' + ', '.join(seen)}")
-    return [f"Protocol (from the cells' resolved configs): {'; '.join(parts)}.", ""]
 
 
 def _time_lines(cells: Cells, reference: str | None) -> list[str]:
@@ -256,11 +238,18 @@ def render_markdown(
 ) -> str:
     """summary.md: per table (a dataset, or a dataset and backbone) the tables, the tests and
     links to its figures; with several tables, the ranks across them."""
+    limits = batch_limits(results)
+    cut = ", ".join(f"{name}={value}" for name, value in limits.items())
+    title = (
+        f"# Benchmark summary: SMOKE RUN, batches cut ({cut})" if limits else "# Benchmark summary"
+    )
     lines = [
-        "# Benchmark summary",
+        title,
         "",
-        f"{len(results)} cells. Each value is the cell's best epoch by val/loss (its "
-        "result.json); mean ± std is over (seed, fold) cells (sample std, ddof 1).",
+        f"{len(results)} cells. Each cell's model is its epoch of lowest val/loss (its "
+        "result.json), scored on the held-out test split: the test figures answer, the val "
+        "figures are the data that chose the model. Mean ± std is over (seed, fold) cells "
+        "(sample std, ddof 1).",
         "",
     ]
     names = table_names(results)
