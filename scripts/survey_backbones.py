@@ -71,10 +71,16 @@ def survey(name: str) -> list[str]:
         with torch.no_grad():
             same = "yes" if torch.equal(relu.eval()(x), original(x)) else "NO"
     try:
-        Classifier(10, name, in_channels=1, stem="cifar").eval()(torch.randn(2, 1, 8, 8))
+        model = Classifier(10, name, in_channels=1, stem="cifar")
+        model.train()(torch.randn(2, 1, 8, 8))  # a training step's forward (auxiliary heads)
+        model.eval()(torch.randn(2, 1, 8, 8))
         digits = "yes"
     except ConfigurationError as error:
-        digits = str(error).split(": ", 1)[-1].split("; choose")[0][:110]
+        message = str(error)
+        layer = message.split("layer ", 1)[-1].split(" fails", 1)[0]
+        smallest = message.split("the smallest input that runs is ", 1)
+        size = smallest[1].split(";", 1)[0].split("x", 1)[-1] if len(smallest) > 1 else "none"
+        digits = f"no: smallest input {size} (first fails at {layer})"
     kinds = ", ".join(f"{k} {n}" for k, n in report.replaced.most_common())
     notes = [f"kept: {', '.join(report.kept_output)}"] if report.kept_output else []
     notes += [f"not traced: {', '.join(report.untraced)}"] if report.untraced else []

@@ -396,6 +396,9 @@ def test_shards_run_disjoint_cells_and_the_report_merges_them(sharded: dict) -> 
     )
     summary = list(csv.DictReader((output / "summary.csv").open()))
     assert sorted(r["label"] for r in summary) == ["dsrelu", "relu"]
+    for log in logs.values():  # one line per cell (what the fits print: tests below)
+        assert all(line.startswith(("benchmark:", "cell ", "cells:", "report:"))
+                   for line in log.splitlines()), log  # fmt: skip
     assert (output / "figures" / "digits_val_curves.png").is_file()
     assert "| 0 | Val Acc |" in (output / "summary.md").read_text()
     stale = output / "digits" / "dsrelu" / "seed42" / "fold0"
@@ -753,3 +756,21 @@ def test_bad_backbone_axes_are_one_line_and_write_nothing(
     done = run_main("benchmark", "--config", DIGITS_CONFIG, "--output", str(output), *args)
     assert done.code == 2 and done.err.count("\n") == 1 and message in done.err, done.err
     assert not output.exists()
+
+
+def test_a_grid_prints_one_line_per_cell_and_each_fit_prints_into_its_log(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "dsrelu_lightning", "benchmark", "--config", DIGITS_CONFIG]
+    command += ["--activations", "relu,dsrelu", "--folds", "0", "--output", str(output)]
+    command += [*TINY, "--keep_checkpoints", "none"]
+    env = subprocess_env(OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "benchmark", "cell 1/2", "cell 2/2", "cells", "report"
+    ]  # fmt: skip
+    assert not done.stderr.strip(), done.stderr  # warnings, the srun hint: in the cells' logs
+    for label in ("relu", "dsrelu"):
+        log = (output / "digits" / label / "seed42" / "fold0" / "cell.log").read_text()
+        assert "samples per class" in log and "Network tiny_nets.SmallCNN" in log, log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -240,21 +241,24 @@ def build_cli(
     """Build (and by default run) the CLI on ``args`` (``sys.argv[1:]`` when None).
 
     Parse errors raise ``argparse.ArgumentError`` instead of printing the whole usage,
-    so that :func:`main` can report them as one line.
+    so that :func:`main` can report them as one line. Given ``args`` are meant: Lightning's
+    warning that ``sys.argv`` holds other arguments (a grid command's) is not shown.
     """
     quiet = {"exit_on_error": False, "formatter_class": ShortHelpFormatter}
     subcommands = {name: {**quiet, **_subcommand_help(name)} for name in DSReLUCLI.subcommands()}
-    return cli_class(
-        Classifier,
-        KFoldDataModule,
-        subclass_mode_data=True,
-        save_config_callback=SameRunSaveConfig,
-        seed_everything_default=42,
-        parser_kwargs={**quiet, "prog": PROG, **subcommands},
-        args=list(args) if args is not None else None,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return cli_class(
+            Classifier,
+            KFoldDataModule,
+            subclass_mode_data=True,
+            save_config_callback=SameRunSaveConfig,
+            seed_everything_default=42,
+            parser_kwargs={**quiet, "prog": PROG, **subcommands},
+            args=list(args) if args is not None else None,
+            run=run,
+            auto_configure_optimizers=False,
+        )
 
 
 def main(args: Sequence[str] | None = None) -> None:

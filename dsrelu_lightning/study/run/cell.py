@@ -16,7 +16,6 @@ import gc
 import json
 import pickle
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -101,13 +100,6 @@ def cell_args(
         "--checkpoint.dirpath",
         str(Path(directory) / "checkpoints"),
     ]
-
-
-def _build_cli(args: Sequence[str]) -> Any:
-    with warnings.catch_warnings():
-        # Each cell passes its own args while sys.argv still holds the grid command's.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return build_cli(args, run=False)
 
 
 class _KeepStopped(Callback):
@@ -251,9 +243,9 @@ def _run_locked(
     if not finished and resumed_from is None:
         clear_folder(directory)  # killed before its first checkpoint: nothing to keep
     if resumed_from is not None:
-        print(f"  resuming from checkpoints/last.ckpt (epoch {resumed_from})", flush=True)
+        print(f" resuming from checkpoints/last.ckpt (epoch {resumed_from})", end="", flush=True)
     with output_to(directory / CELL_LOG):
-        cli = _build_cli(args)
+        cli = build_cli(args, run=False)
         try:
             if finished:
                 _check_cli_unchanged(cli, cell, directory, finished=True)

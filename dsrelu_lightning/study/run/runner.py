@@ -28,6 +28,7 @@ from dsrelu_lightning.study.run.cell import (
     prune_checkpoints,
     run_cell,
 )
+from dsrelu_lightning.study.run.console import CELL_LOG
 from dsrelu_lightning.study.run.grid import Cell, grid_cells, parse_folds, shard_cells
 from dsrelu_lightning.study.run.keys import (
     ACTIVATION_KEYS,
@@ -276,16 +277,20 @@ def run_benchmark(
             prune_checkpoints(directory, keep_checkpoints)
             progress.done(cell.name, "skipped", f"{line} (finished earlier, skipped)")
             continue
-        print(line, flush=True)
+        print(line, end="", flush=True)  # the cell's one line, finished below
         seed = data[cell.dataset].info.seed
-        outcome = run_cell(cell, output, overrides, seed, keep_checkpoints)
+        try:
+            outcome = run_cell(cell, output, overrides, seed, keep_checkpoints)
+        except BaseException:
+            print(f": failed (what it printed: {directory / CELL_LOG})", flush=True)
+            raise
         if outcome == "busy":
-            text = f"{line}: running in another process"
+            text = ": running in another process"
         elif outcome == "skipped":
-            text = f"{line}: finished by another process meanwhile, skipped"
+            text = ": finished by another process meanwhile, skipped"
         else:
             outcome = _diverged_or(directory, outcome)  # type: ignore[assignment]
-            text = f"{line}: {outcome}"
+            text = f": {outcome}"
         progress.done(cell.name, outcome, text)
     print(progress.summary(), flush=True)
     return GridRun([cell.directory(output) / RESULT_FILE for cell in mine], progress.names("busy"))
