@@ -70,8 +70,11 @@ def fold_band(histories: Sequence[History], key: str) -> tuple[np.ndarray, np.nd
     return epochs, mean, std
 
 
-def validation_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure:
-    """Validation accuracy, F1 and loss per epoch: one line per label, mean +- 1 std band."""
+def validation_curves(histories: Mapping[str, Sequence[History]], title: str) -> Figure | None:
+    """Validation accuracy, F1 and loss per epoch: one line per label, mean +- 1 std band;
+    None without any epoch history."""
+    if not _logged(histories, "val/acc"):
+        return None
     fig = Figure(figsize=(5 * len(_CURVES), 4), layout="constrained")
     axes = fig.subplots(1, len(_CURVES))
     for ax, (key, name, scale) in zip(axes, _CURVES, strict=True):
