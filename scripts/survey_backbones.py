@@ -22,25 +22,12 @@ from torch import nn
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU
 from dsrelu_lightning.nn.backbones import build_backbone, torchvision_classifiers
+from dsrelu_lightning.nn.call_order import modules_called
 from dsrelu_lightning.nn.replace import convert_activations
 from dsrelu_lightning.training.module import Classifier
 
 SIZES = {"inception_v3": 299}
 """Input size a model needs other than 224 for the full-size check."""
-
-
-def _distinct_dsrelu_calls(network: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    called: list[int] = []
-    hooks = [
-        m.register_forward_hook(lambda module, *_: called.append(id(module)))
-        for m in network.modules()
-        if isinstance(m, DSReLU)
-    ]
-    with torch.no_grad():
-        network.eval()(x)
-    for hook in hooks:
-        hook.remove()
-    return len(called), len(set(called))
 
 
 def survey(name: str) -> list[str]:
@@ -61,8 +48,8 @@ def survey(name: str) -> list[str]:
     seconds = time.perf_counter() - start
     x = torch.randn(1, 3, size, size)
     try:
-        calls, distinct = _distinct_dsrelu_calls(network, x)
-        runs = f"yes, {calls} calls, {distinct} modules"
+        called = modules_called(network, DSReLU, x)
+        runs = f"yes, {len(called)} calls, {len({id(m) for m in called})} modules"
     except Exception as error:  # the survey records whatever fails
         runs = f"no: {type(error).__name__}: {str(error).splitlines()[0][:80]}"
     same = "—"

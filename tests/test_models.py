@@ -26,23 +26,14 @@ from dsrelu_lightning import (
 )
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.call_order import modules_called
 
 RELEASE_CHECKPOINT = Path(__file__).parent / "data" / "release_0_1_resnet34.ckpt.gz"
 
 
 def calls(model: nn.Module, kind: type[nn.Module], x: torch.Tensor) -> list[nn.Module]:
     """The ``kind`` modules a forward of ``x`` calls, in call order (a module once per call)."""
-    called: list[nn.Module] = []
-    hooks = [
-        m.register_forward_hook(lambda module, *_: called.append(module))
-        for m in model.modules()
-        if isinstance(m, kind)
-    ]
-    with torch.no_grad():
-        model.eval()(x)
-    for hook in hooks:
-        hook.remove()
-    return called
+    return modules_called(model, kind, x)
 
 
 # Counted from torchvision's forward code: the stem's ReLU, then 2 per BasicBlock (8 in

@@ -6,14 +6,13 @@ import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
+from dsrelu_lightning.nn.call_order import modules_called
 from dsrelu_lightning.nn.compiled import is_compiled
 from dsrelu_lightning.nn.dsrelu_kernel import warm_up
-from dsrelu_lightning.nn.modes import preserved_modes
 from dsrelu_lightning.training.precision import activation_dtype
 
 __all__ = ["SlopeScheduler"]
@@ -145,14 +144,7 @@ class SlopeScheduler(Callback):
 def _forward_order(pl_module: pl.LightningModule, layers: list[DSReLU], batch: Any) -> list[DSReLU]:
     """``layers`` in the order a forward of ``batch`` calls them (eval mode, no grad);
     layers it never calls last, in their given order."""
-    called: list[DSReLU] = []
-    hooks = [layer.register_forward_pre_hook(lambda m, _: called.append(m)) for layer in layers]
     inputs = batch[0] if isinstance(batch, list | tuple) else batch
-    try:
-        with preserved_modes(pl_module), torch.no_grad():
-            pl_module.eval()(inputs.to(pl_module.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    first_calls = list(dict.fromkeys(called))
+    called = modules_called(pl_module, DSReLU, inputs.to(pl_module.device))
+    first_calls = [m for m in dict.fromkeys(called) if any(m is layer for layer in layers)]
     return first_calls + [layer for layer in layers if layer not in first_calls]
