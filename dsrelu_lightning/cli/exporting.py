@@ -3,7 +3,6 @@ its deployment network, check the file against PyTorch, write it and its sidecar
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from dsrelu_lightning.training.deployment import (
     EXPORT_EXTRA,
     deployment_network,
     export_program,
+    missing_onnx_packages,
     onnx_program,
     save_onnx,
 )
@@ -77,16 +77,11 @@ def real_inputs(data: Any) -> tuple[Tensor, str]:
 
 
 def _require_onnx_packages() -> None:
-    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if not _importable(name)]
-    if missing:
+    if missing := missing_onnx_packages(runtime=True):
         raise ConfigurationError(
             f"--format onnx needs {', '.join(missing)}, which are not installed: {EXPORT_EXTRA} "
             "(or export with --format pt2)"
         )
-
-
-def _importable(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
 
 
 def _load(checkpoint: Path) -> Classifier:
@@ -110,6 +105,14 @@ def _write(format_name: str, network: torch.nn.Module, inputs: Tensor, path: Pat
         raise
     except Exception as error:  # torch.export's and the ONNX exporter's many error types
         raise export_failure(error, format_name) from error
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies below it, as fit prints."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _noise(results: list[Comparison]) -> float:
@@ -148,7 +151,8 @@ def run_export(
         _require_onnx_packages()
     parser, config = parse_fit_config(["--config", config_file, *overrides])
     dump = lambda c: resolved(parser, c)  # noqa: E731
-    checkpoint = Path(export_checkpoint(ckpt_path, config, dump, resolved_defaults(parser, config)))
+    defaults = resolved_defaults(parser, config)
+    checkpoint = Path(export_checkpoint(ckpt_path, config, dump, defaults)).absolute()
     hparams = check_checkpoint(checkpoint)
     data = instantiate_class((), config.data.as_dict())
     check_checkpoint_fits_data(hparams, data)
@@ -193,11 +197,12 @@ def run_export(
     slope = activation.get("slope_at_export")
     frozen = f", DSReLU frozen at slope {slope:.4g}" if slope is not None else ""
     frozen = ", DSReLU frozen at each layer's slope" if "slopes_at_export" in activation else frozen
+    what = "ONNX" if format_name == "onnx" else "a torch.export program"
     print(
-        f"Exported {checkpoint.name} ({record['backbone']['name']}{frozen}) to "
-        f"{format_name} in {seconds:.1f} s",
+        f"Exported {checkpoint.name} ({record['backbone']['name']}{frozen}) to {what} in "
+        f"{seconds:.1f} s",
         flush=True,
     )
     print(_check_line(results, split, tolerance, runtime), flush=True)
-    print(f"Model written to {path}\nSidecar written to {sidecar_path}", flush=True)
+    print(f"Model written to {_shown(path)}\nSidecar written to {_shown(sidecar_path)}", flush=True)
     return ExportResult(path, sidecar_path, record)

@@ -30,6 +30,7 @@ __all__ = [
     "OUTPUT_NAME",
     "deployment_network",
     "export_program",
+    "missing_onnx_packages",
     "onnx_program",
     "require_onnx",
     "save_onnx",
@@ -68,11 +69,17 @@ def export_program(network: nn.Module, example: Tensor) -> ExportedProgram:
         )
 
 
+def missing_onnx_packages(runtime: bool = False) -> list[str]:
+    """The ONNX exporter's packages (``onnx``, ``onnxscript``; with ``runtime`` also
+    ``onnxruntime``) that cannot be imported."""
+    names = ("onnx", "onnxscript", "onnxruntime") if runtime else ("onnx", "onnxscript")
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
 def require_onnx() -> None:
     """Raise ModuleNotFoundError naming the extra unless the ONNX exporter's packages
     (``onnx``, ``onnxscript``) can be imported."""
-    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
+    if missing := missing_onnx_packages():
         raise ModuleNotFoundError(
             f"ONNX export needs {' and '.join(missing)}, which are not installed: {EXPORT_EXTRA}"
         )
