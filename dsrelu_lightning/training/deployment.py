@@ -91,12 +91,12 @@ def onnx_program(
     """``network`` (a deployment network, or its :func:`export_program`) as ONNX with
     standard operators only, input ``input`` with a dynamic batch, output ``logits``.
 
-    ``kwargs`` go to ``torch.onnx.export`` (e.g. ``opset_version``); the TorchScript-based
-    exporter (``dynamo=False``) is refused: it would trace DSReLU's kernel instead.
+    ``kwargs`` go to ``torch.onnx.export`` (e.g. ``opset_version``); its deprecated
+    TorchScript-based exporter (``dynamo=False``) is refused: this export is torch.export's.
     """
     require_onnx()
     if kwargs.pop("dynamo", True) is not True:
-        raise ValueError("only torch.onnx.export(dynamo=True) exports a deployment network")
+        raise ValueError("to_onnx exports through torch.export: dynamo=False is not supported")
     if isinstance(network, nn.Module) and not {"dynamic_shapes", "dynamic_axes"} & set(kwargs):
         network = export_program(network, example)
     kwargs.setdefault("input_names", [INPUT_NAME])
