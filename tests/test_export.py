@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import torch
 from conftest import DIGITS_CONFIG, SMALL_BACKBONE, TinyTrainer, run_main
 from torch import Tensor
 
+from dsrelu_lightning.cli.export_check import compare, verify
 from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.training.deployment import deployment_network
 from dsrelu_lightning.training.module import Classifier
 
@@ -216,3 +219,12 @@ def test_to_torchscript_traces_a_saveable_program_or_points_to_export(
     # GraphModule, which torch.jit.script cannot compile.
     with pytest.raises(RuntimeError, match="python -m dsrelu_lightning export"):
         model.to_torchscript()
+
+
+def test_nan_outputs_never_pass_the_check() -> None:
+    reference = torch.randn(4, 10)
+    exported = reference.clone()
+    exported[0, 0] = float("nan")
+    assert compare(exported, reference).relative_diff == math.inf  # fails any tolerance
+    with pytest.raises(ConfigurationError, match="NaN or infinite outputs"):
+        verify(lambda x: x, torch.nn.Identity(), torch.full((4, 10), float("nan")))

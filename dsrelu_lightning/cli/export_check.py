@@ -11,6 +11,7 @@ runtime's kernels round differently, by about as much).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -56,17 +57,26 @@ class Comparison:
 
 
 def compare(exported: Tensor, reference: Tensor) -> Comparison:
-    """The differences between ``exported`` and ``reference`` outputs (same shape)."""
+    """The differences between ``exported`` and finite ``reference`` outputs (same shape);
+    infinite where ``exported`` holds a NaN or an infinity.
+
+    Raises:
+        ValueError: ``reference`` is not finite (nothing to compare against).
+    """
     exported, reference = exported.double(), reference.double()
     if exported.shape != reference.shape:
         raise RuntimeError(
             f"the exported model returned shape {tuple(exported.shape)}, PyTorch "
             f"{tuple(reference.shape)}"
         )
+    if not bool(torch.isfinite(reference).all()):
+        raise ValueError("the reference outputs hold NaN or infinite values")
+    agree = int((exported.argmax(-1) == reference.argmax(-1)).sum())
+    if not bool(torch.isfinite(exported).all()):
+        return Comparison(len(reference), math.inf, math.inf, agree)
     max_abs = float((exported - reference).abs().max())
     scale = float(reference.abs().max())
     relative = max_abs / scale if scale > 0 else max_abs
-    agree = int((exported.argmax(-1) == reference.argmax(-1)).sum())
     return Comparison(len(reference), max_abs, relative, agree)
 
 
@@ -110,7 +120,15 @@ def verify(
         batch = inputs[:size].contiguous()
         with torch.no_grad():
             reference = model(batch)
-            noise = None if exact is None else compare(reference, exact(batch.double()))
+            float64 = None if exact is None else exact(batch.double())
+        if not bool(torch.isfinite(reference).all()):
+            raise ConfigurationError(
+                "the checkpoint's model itself gives NaN or infinite outputs on these inputs in "
+                "PyTorch: there is nothing to check an export against"
+            )
+        noise = None
+        if float64 is not None and bool(torch.isfinite(float64).all()):
+            noise = compare(reference, float64)
         result = compare(run_exported(batch), reference)
         if noise is not None:
             result = replace(result, float32_noise=noise.relative_diff)
