@@ -90,6 +90,7 @@ def _check_onnx(path: Path, checkpoint: Path, digits: Tensor) -> None:
     assert {node.domain for node in model.graph.node} == {""}
     assert {opset.domain for opset in model.opset_import} <= {"", "ai.onnx"}
     assert not model.functions
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for size in BATCHES:
         x = digits[:size]

@@ -61,12 +61,10 @@ def _batch_example(example: Tensor) -> Tensor:
 
 def export_program(network: nn.Module, example: Tensor) -> ExportedProgram:
     """``torch.export`` of ``network`` (a deployment network) on ``example``'s shape with a
-    dynamic batch dimension (any size from 1)."""
-    batch = torch.export.Dim("batch", min=1)
+    dynamic batch dimension (any size from 1); its forward's one input may have any name."""
+    shapes = ({0: torch.export.Dim("batch", min=1)},)  # by position: any argument name
     with torch.no_grad():
-        return torch.export.export(
-            network, (_batch_example(example),), dynamic_shapes={"x": {0: batch}}
-        )
+        return torch.export.export(network, (_batch_example(example),), dynamic_shapes=shapes)
 
 
 def missing_onnx_packages(runtime: bool = False) -> list[str]:
@@ -104,7 +102,22 @@ def onnx_program(
     kwargs.setdefault("verbose", False)
     program = torch.onnx.export(network, (_batch_example(example),), dynamo=True, **kwargs)
     assert program is not None  # dynamo=True always returns the program
+    _name_batch_dimension(program)
     return program
+
+
+def _name_batch_dimension(program: ONNXProgram) -> None:
+    """Call the input's symbolic first dimension ``batch`` in the graph's inputs and outputs
+    (from an ExportedProgram, torch.onnx names it after a symbol such as ``s34``)."""
+    import onnx_ir
+
+    graph = program.model.graph
+    first = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
+    if not isinstance(first, onnx_ir.SymbolicDim):
+        return
+    for value in (*graph.inputs, *graph.outputs):
+        if value.shape is not None and len(value.shape) and value.shape[0] == first:
+            value.shape = onnx_ir.Shape(["batch", *value.shape[1:]])
 
 
 def torchscript(
