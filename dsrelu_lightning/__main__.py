@@ -19,12 +19,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("cli", "evaluate a checkpoint on its fold's validation set"),
     "test": ("cli", "evaluate a checkpoint on the held-out test set"),
     "predict": ("cli", "write a checkpoint's class probabilities to <run>/eval/<ckpt>/"),
+    "export": (
+        "dsrelu_lightning.cli.export:export_main",
+        "write a checkpoint's model as ONNX or torch.export, checked against PyTorch",
+    ),
     "benchmark": ("benchmark_main", "run a grid of activations x folds, resumable and shardable"),
     "cv": ("cv_main", "cross-validate the config's activation over its folds"),
     "report": ("report_main", "tables, statistics and figures from a benchmark's output folder"),
 }
-"""Every command: where it runs (``cli`` for LightningCLI, else a ``study.commands``
-function taking the remaining arguments) and its one-line summary."""
+"""Every command: where it runs (``cli`` for LightningCLI, ``module:function`` or the name of
+a ``study.commands`` function, either taking the remaining arguments) and its one-line
+summary."""
 
 
 def top_level_help() -> str:
@@ -68,8 +73,9 @@ def _run(argv: list[str], whole: Sequence[str] | None) -> None:
         # None lets LightningCLI read sys.argv itself (no "args and argv" warning).
         build_cli(None if whole is None else argv)
         return
-    commands = importlib.import_module("dsrelu_lightning.study.commands")
-    getattr(commands, target)(argv[1:])
+    module, _, function = target.rpartition(":")
+    commands = importlib.import_module(module or "dsrelu_lightning.study.commands")
+    getattr(commands, function)(argv[1:])
 
 
 def main(args: Sequence[str] | None = None) -> None:

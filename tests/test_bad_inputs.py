@@ -59,11 +59,12 @@ def placeholders(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "truncated.ckpt").write_bytes(data[: len(data) // 2])
     (tmp_path / "a_file").write_text("not a folder")
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "plain.ckpt")
-    other_dataset = {"num_classes": 5, "in_channels": 1, "activation": "relu", "stem": "cifar"}
-    torch.save(
-        {"state_dict": {}, "pytorch-lightning_version": "2.6.6", "hyper_parameters": other_dataset},
-        tmp_path / "other.ckpt",
-    )
+    for name, classes in (("other", 5), ("digits", 10)):
+        hparams = {"num_classes": classes, "in_channels": 1, "activation": "relu", "stem": "cifar"}
+        torch.save(
+            {"state_dict": {}, "pytorch-lightning_version": "2.6.6", "hyper_parameters": hparams},
+            tmp_path / f"{name}.ckpt",
+        )
     cfg = DIGITS_CONFIG
     return {
         "{fit}": f"fit --config {cfg} --trainer.default_root_dir {out}",
@@ -75,6 +76,7 @@ def placeholders(tmp_path: Path) -> dict[str, str]:
         "{a_file}": str(tmp_path / "a_file"),
         "{plain_ckpt}": str(tmp_path / "plain.ckpt"),
         "{other_ckpt}": str(tmp_path / "other.ckpt"),
+        "{digits_ckpt}": str(tmp_path / "digits.ckpt"),
         "{out}": str(out),
     }
 

@@ -151,7 +151,7 @@ def test_top_level_help_lists_every_subcommand() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m dsrelu_lightning")
     listed = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")]
-    assert listed == ["fit", "validate", "test", "predict", "benchmark", "cv", "report"]
+    assert listed == ["fit", "validate", "test", "predict", "export", "benchmark", "cv", "report"]
     assert set(listed) == set(COMMANDS)
 
 
@@ -159,7 +159,7 @@ _WITHOUT_TORCH = """
 import sys
 from dsrelu_lightning.__main__ import main
 report = ["report", "--output=x", "--bogus"]
-for args in (["--help"], ["fitt"], [], ["benchmark", "--help"], report):
+for args in (["--help"], ["fitt"], [], ["benchmark", "--help"], report, ["export", "--help"]):
     try:
         main(args)
     except SystemExit:

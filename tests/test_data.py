@@ -295,3 +295,18 @@ def test_the_one_fraction_check(fraction: float) -> None:
     ):
         check_test_fraction(fraction)
     assert check_test_fraction(0.25) == 0.25
+
+
+def test_digits_preprocessing_as_described_reproduces_its_samples() -> None:
+    # What an exported model's sidecar tells a deployment: applied to scikit-learn's raw
+    # images it must give exactly the inputs the model was trained and checked on.
+    from sklearn.datasets import load_digits
+
+    data = DigitsDataModule()
+    data.setup()
+    described = data.input_preprocessing()
+    raw = torch.from_numpy(load_digits().images.astype(np.float32)).unsqueeze(1)
+    mean, std = described["mean"][0], described["std"][0]
+    prepared = (raw * described["pixel_scale"] - mean) / std
+    test_indices = holdout_indices(load_digits().target, data.test_fraction, data.seed)[1]
+    torch.testing.assert_close(prepared[test_indices], data.test_dataset.tensors[0])

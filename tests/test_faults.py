@@ -18,7 +18,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 from dsrelu_lightning import Classifier, DSReLU, SlopeScheduler
 from dsrelu_lightning.__main__ import main
-from dsrelu_lightning.atomic import atomic_write_text
+from dsrelu_lightning.atomic import atomic_path, atomic_write_text
 from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.cli.fit_checks import checkpoint_bytes as room
 from dsrelu_lightning.cli.fit_checks import warn_if_last_only_at_the_end
@@ -259,3 +259,18 @@ def test_a_fit_resumed_into_its_own_log_folder_may_rewrite_its_same_config(
     with pytest.raises(RuntimeError, match="config.yaml to NOT exist"):
         save_config("--model.lr", "0.01")  # another run's folder: refused, as Lightning does
     assert saved.read_text() == before
+
+
+def test_a_named_atomic_write_keeps_the_old_file_until_it_succeeds(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_text("the earlier export")
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        assert temporary.suffix == ".onnx" and temporary.parent == tmp_path
+        temporary.write_text("half a model")
+        assert target.read_text() == "the earlier export"
+        raise RuntimeError("the check failed")
+    assert target.read_text() == "the earlier export"
+    with atomic_path(target) as temporary:
+        temporary.write_text("the new export")
+    assert target.read_text() == "the new export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

@@ -27,16 +27,19 @@ from dsrelu_lightning.cli.help import (
     backbone_help,
     suggest_key,
 )
-from dsrelu_lightning.cli.preflight import check_checkpoint, check_output_dir
+from dsrelu_lightning.cli.preflight import (
+    check_checkpoint,
+    check_checkpoint_fits_data,
+    check_output_dir,
+)
 from dsrelu_lightning.cli.save_config import SameRunSaveConfig
 from dsrelu_lightning.cli.user_errors import report_user_errors
 from dsrelu_lightning.data.kfold import KFoldDataModule
-from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.training.defaults import DEFAULT_CALLBACKS
 from dsrelu_lightning.training.module import Classifier
 from dsrelu_lightning.training.prediction_writer import PredictionWriter
 
-__all__ = ["DSReLUCLI", "build_cli", "main", "parse_config"]
+__all__ = ["DSReLUCLI", "build_cli", "main", "parse_config", "parse_fit_config"]
 
 EVALUATIONS = ("validate", "test", "predict")
 """Subcommands that evaluate a checkpoint: refused without --ckpt_path."""
@@ -124,15 +127,7 @@ class DSReLUCLI(LightningCLI):
         return lambda config: yaml.safe_load(parser.dump(config, skip_validation=True))
 
     def _check_checkpoint_fits_data(self) -> None:
-        hparams = getattr(self, "_checkpoint_hparams", None) or {}
-        for name in ("num_classes", "in_channels"):
-            saved, needed = hparams.get(name), getattr(self.datamodule, name, None)
-            if saved is not None and needed is not None and saved != needed:
-                raise ConfigurationError(
-                    f"the checkpoint was trained with {name}={saved} but "
-                    f"{type(self.datamodule).__name__} has {name}={needed}; "
-                    "use the config of the dataset the checkpoint was trained on"
-                )
+        check_checkpoint_fits_data(getattr(self, "_checkpoint_hparams", None), self.datamodule)
 
     def _check_output_folders(self, needed_bytes: int = 0) -> None:
         if not self.trainer.is_global_zero:
@@ -223,6 +218,12 @@ class _ParseOnly(DSReLUCLI):
     def instantiate_classes(self) -> None:
         pass
 
+    def _parse_ckpt_path(self) -> None:  # parsing reads no checkpoint a config names
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
 
 def parse_config(args: Sequence[str]) -> tuple[LightningArgumentParser, Any]:
     """The CLI's parser (no subcommands) and its resolved, validated config of ``args``.
@@ -233,6 +234,18 @@ def parse_config(args: Sequence[str]) -> tuple[LightningArgumentParser, Any]:
     """
     cli = build_cli(args, run=False, cli_class=_ParseOnly)
     return cli.parser, cli.config
+
+
+def parse_fit_config(args: Sequence[str]) -> tuple[LightningArgumentParser, Any]:
+    """The ``fit`` subcommand's parser and its resolved, validated config of ``args``.
+
+    As :func:`parse_config`, but a run's saved ``config.yaml`` (a fit config, with its
+    ``ckpt_path``) parses too; the config is dumped as that file was written.
+    """
+    with warnings.catch_warnings():  # args given on purpose, from within a command
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter")
+        cli = build_cli(["fit", *args], cli_class=_ParseOnly)
+    return cli._parser("fit"), cli.config["fit"]
 
 
 def build_cli(

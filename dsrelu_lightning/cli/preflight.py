@@ -12,7 +12,12 @@ import torch
 
 from dsrelu_lightning.errors import ConfigurationError
 
-__all__ = ["check_checkpoint", "check_output_dir", "last_checkpoints"]
+__all__ = [
+    "check_checkpoint",
+    "check_checkpoint_fits_data",
+    "check_output_dir",
+    "last_checkpoints",
+]
 
 
 def check_output_dir(path: str | Path, needed_bytes: int = 0) -> Path:
@@ -76,6 +81,19 @@ def check_checkpoint(path: str | Path) -> dict[str, Any]:
             "pass a .ckpt file that a fit of this project wrote"
         )
     return dict(content.get("hyper_parameters") or {})
+
+
+def check_checkpoint_fits_data(hparams: dict[str, Any] | None, datamodule: Any) -> None:
+    """Refuse a checkpoint (its ``hparams``) trained on data of another shape than
+    ``datamodule``'s: another ``num_classes`` or ``in_channels``."""
+    for name in ("num_classes", "in_channels"):
+        saved, needed = (hparams or {}).get(name), getattr(datamodule, name, None)
+        if saved is not None and needed is not None and saved != needed:
+            raise ConfigurationError(
+                f"the checkpoint was trained with {name}={saved} but "
+                f"{type(datamodule).__name__} has {name}={needed}; "
+                "use the config of the dataset the checkpoint was trained on"
+            )
 
 
 def last_checkpoints(root: str | Path) -> list[Path]:

@@ -45,6 +45,16 @@ class CIFAR100DataModule(KFoldDataModule):
         self.in_channels = 3
         self._splits: dict[str, TensorImageDataset] = {}
 
+    def input_preprocessing(self) -> dict[str, Any]:
+        """32x32 RGB pixels scaled to [0, 1] and normalised per channel with CIFAR-100's
+        statistics."""
+        return {
+            "formula": "(pixel / 255 - mean[c]) / std[c] per RGB channel c of 32x32 images",
+            "pixel_scale": 1 / 255,
+            "mean": list(CIFAR100_MEAN),
+            "std": list(CIFAR100_STD),
+        }
+
     @property
     def _folder(self) -> Path:
         return Path(self.data_dir) / CIFAR100.base_folder

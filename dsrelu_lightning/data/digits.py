@@ -40,6 +40,22 @@ class DigitsDataModule(KFoldDataModule):
         self.num_classes = 10
         self.in_channels = 1
         self._tensors: dict[str, TensorDataset] = {}
+        self._mean_std: tuple[float, float] | None = None
+
+    def input_preprocessing(self) -> dict[str, Any]:
+        """scikit-learn's 8x8 grey images (values 0..16) scaled to [0, 1], standardised with
+        the k-fold pool's mean and standard deviation (computed in :meth:`setup`)."""
+        if self._mean_std is None:
+            self._split()
+        assert self._mean_std is not None
+        mean, std = self._mean_std
+        return {
+            "formula": "(pixel / 16 - mean) / std on 8x8 grey images with values 0..16 "
+            "(sklearn.datasets.load_digits().images)",
+            "pixel_scale": 1 / 16,
+            "mean": [mean],
+            "std": [std],
+        }
 
     def _split(self) -> dict[str, TensorDataset]:
         if not self._tensors:
@@ -49,6 +65,7 @@ class DigitsDataModule(KFoldDataModule):
             pool, test = holdout_indices(digits.target, self.test_fraction, self.seed)
             mean, std = images[pool].mean(), images[pool].std()
             images = (images - mean) / std
+            self._mean_std = (float(mean), float(std))
             self._tensors = {
                 "pool": TensorDataset(images[pool], labels[pool]),
                 "test": TensorDataset(images[test], labels[test]),

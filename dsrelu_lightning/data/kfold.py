@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -150,6 +151,12 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
         Override to add training-only augmentation; the default returns ``pool``.
         """
         return pool
+
+    def input_preprocessing(self) -> dict[str, Any]:
+        """What a deployment must do to raw inputs to get this module's samples: a
+        ``formula`` in words and its constants (``mean``, ``std``...); valid after
+        :meth:`setup` (some constants come from the data). Subclasses describe their own."""
+        return {"formula": f"not described by {type(self).__name__}"}
 
     def setup(self, stage: str | None = None) -> None:
         """Build train/val (fold ``fold_index``) and test once, whatever the stage.

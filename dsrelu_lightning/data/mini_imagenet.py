@@ -128,6 +128,19 @@ class MiniImageNetDataModule(KFoldDataModule):
         self.in_channels = 3
         self._splits: dict[str, TensorImageDataset] = {}
 
+    def input_preprocessing(self) -> dict[str, Any]:
+        """Images resized to ``image_size`` squared (bilinear), RGB pixels scaled to [0, 1]
+        and normalised per channel with ImageNet's statistics."""
+        size = self.image_size
+        return {
+            "formula": f"resize to {size}x{size} (PIL bilinear, antialiased), then "
+            "(pixel / 255 - mean[c]) / std[c] per RGB channel c",
+            "image_size": size,
+            "pixel_scale": 1 / 255,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+        }
+
     def _decoded(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """All images ``(N, 3, S, S)`` uint8, their labels and the sorted class names."""
         root = Path(self.data_dir)

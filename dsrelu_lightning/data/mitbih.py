@@ -274,6 +274,17 @@ class MITBIHDataModule(KFoldDataModule):
         }
         return self._data
 
+    def input_preprocessing(self) -> dict[str, Any]:
+        """Beat windows after Kachuee et al. (2018): lead MLII at 125 Hz from the R peak,
+        zero-padded to 187 samples, min-max scaled to [0, 1] (``mitbih_beats.beat_windows``)."""
+        return {
+            "formula": f"lead {LEAD} resampled to {BEAT_FS} Hz; from each R peak 1.2 median "
+            f"R-R intervals (of its {WINDOW_SECONDS} s window), zero-padded to {BEAT_LENGTH} "
+            "samples, min-max scaled to [0, 1]; shape (1, 1, 187)",
+            "sampling_rate_hz": BEAT_FS,
+            "samples": BEAT_LENGTH,
+        }
+
     def load_pool(self) -> tuple[Dataset, np.ndarray]:
         pool = self._build()["pool"]
         return pool, pool.tensors[1].numpy()

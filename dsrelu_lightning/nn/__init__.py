@@ -1,5 +1,5 @@
 """The network layer: activations (DSReLU, the registry), DSReLU's kernel, backbones by name,
-and replace_activations (every activation call site its own module)."""
+replace_activations (every activation call site its own module) and DSReLU frozen for export."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ _EXPORTS = {
     "build_activation": "activations",
     "canonical_activation_name": "activations",
     "dsrelu_slope": "activations",
+    "FrozenDSReLU": "frozen",
+    "freeze_dsrelu": "frozen",
     "build_resnet34": "resnet",
     "Backbone": "backbones",
     "build_backbone": "backbones",
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
         dsrelu_slope,
     )
     from dsrelu_lightning.nn.backbones import Backbone, build_backbone, torchvision_classifiers
+    from dsrelu_lightning.nn.frozen import FrozenDSReLU, freeze_dsrelu
     from dsrelu_lightning.nn.replace import (
         ActivationReport,
         convert_activations,

@@ -16,6 +16,7 @@ _EXPORTS = {
     "ResNetClassifier": "module",
     "SlopeScheduler": "slope_scheduler",
     "default_callbacks": "defaults",
+    "deployment_network": "deployment",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
     from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
     from dsrelu_lightning.training.defaults import default_callbacks
+    from dsrelu_lightning.training.deployment import deployment_network
     from dsrelu_lightning.training.module import Classifier, ResNetClassifier
     from dsrelu_lightning.training.precise_bn import PreciseBN
     from dsrelu_lightning.training.slope_scheduler import SlopeScheduler

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -20,8 +21,17 @@ from dsrelu_lightning.nn.activations import activation_factory
 from dsrelu_lightning.nn.backbones import DEFAULT_BACKBONE, BackboneSpec, Stem, build_backbone
 from dsrelu_lightning.nn.input_fit import input_error
 from dsrelu_lightning.nn.replace import convert_activations, warn_untraced
+from dsrelu_lightning.training.deployment import (
+    deployment_network,
+    onnx_program,
+    save_onnx,
+    torchscript,
+)
 from dsrelu_lightning.training.evaluable import EvaluationOutput
 from dsrelu_lightning.training.metrics import stage_metrics
+
+if TYPE_CHECKING:
+    from torch.onnx import ONNXProgram
 
 __all__ = ["Classifier", "ResNetClassifier"]
 
@@ -68,6 +78,9 @@ class Classifier(pl.LightningModule):
             module up; the weights keep their names, so checkpoints load either way.
 
     Adam uses its fused kernel wherever the parameters' device has one (CUDA, CPU...).
+    :meth:`to_onnx` and :meth:`to_torchscript` export the network as evaluated, with every
+    DSReLU frozen at its slope into standard operators; ``python -m dsrelu_lightning export``
+    also checks the result against PyTorch.
     """
 
     def __init__(
@@ -186,6 +199,48 @@ class Classifier(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         rank_zero_info(f"Network {self.description}")
+
+    def _example(self, sample: Any) -> Tensor:
+        """One input tensor on this module's device, from ``sample`` or example_input_array."""
+        sample = self.example_input_array if sample is None else sample
+        if sample is None:
+            raise ValueError("pass an input sample or set example_input_array")
+        if isinstance(sample, list | tuple) and len(sample) == 1:
+            sample = sample[0]
+        return self._apply_batch_transfer_handler(self._on_before_batch_transfer(sample))
+
+    def to_onnx(
+        self, file_path: str | Path | IO[bytes] | None = None, input_sample: Any = None,
+        **kwargs: Any,
+    ) -> ONNXProgram:  # fmt: skip
+        """The network as evaluated (eval mode, DSReLU frozen at its slope) as ONNX with
+        standard operators only and a dynamic batch, written to ``file_path`` if given.
+
+        Needs ``pip install "dsrelu_lightning[export]"``; ``kwargs`` go to
+        ``torch.onnx.export``. This module's own mode and slope are left unchanged.
+        """
+        example = self._example(input_sample)
+        program = onnx_program(deployment_network(self.model), example, **kwargs)
+        if file_path is not None:
+            save_onnx(program, file_path)
+        return program
+
+    @torch.no_grad()
+    def to_torchscript(
+        self, file_path: str | Path | None = None, method: str | None = "script",
+        example_inputs: Any = None, **kwargs: Any,
+    ) -> torch.jit.ScriptModule:  # fmt: skip
+        """The network as evaluated (eval mode, DSReLU frozen at its slope) scripted or
+        traced; it saves and loads with ``torch.jit``. A network TorchScript cannot script
+        (e.g. one whose forward replace_activations rewrote) raises a RuntimeError that
+        points to ``method="trace"`` and the ``export`` command. TorchScript is deprecated in
+        PyTorch: prefer ``python -m dsrelu_lightning export``.
+        """
+        example = self._example(example_inputs) if method == "trace" else None
+        program = torchscript(deployment_network(self.model), method, example, **kwargs)
+        if file_path is not None:
+            torch.jit.save(program, str(file_path))
+        return program
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Read checkpoints of the first release, whose ResNet blocks named their sites

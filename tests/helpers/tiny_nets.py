@@ -7,6 +7,7 @@ Used as ``--model.backbone tiny_nets.SmallCNN`` (tests/helpers is on the tests' 
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -60,6 +61,21 @@ class LinearNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(x.flatten(1))
+
+
+class CumMaxCNN(nn.Module):
+    """A network ONNX cannot express: a running maximum along the rows (``torch.cummax``,
+    which has no ONNX counterpart) after a convolution and its ReLU."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.cummax(self.act(self.conv(x)), dim=2).values
+        return self.head(x.mean((2, 3)))
 
 
 def small_cnn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
