@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.nn.dsrelu_kernel import dsrelu
+from dsrelu_lightning.nn.dsrelu_kernel import dsrelu, opmath_dtype
 
 __all__ = [
     "ACTIVATIONS",
@@ -125,14 +125,15 @@ class DSReLU(nn.Module):
         return self.slope_at(float(self.progress))
 
     def _slope_tensor(self, dtype: torch.dtype) -> Tensor:
-        """``s(progress)`` as a 0-dim tensor in ``dtype`` on progress's device.
+        """``s(progress)`` as a 0-dim tensor on progress's device, in the opmath dtype of
+        inputs of ``dtype`` (float32 for float16/bfloat16/float32, float64 for float64).
 
         In eager mode it is computed once per change of ``progress`` (its version counter
         moves with every in-place write: set_progress, load_state_dict, copy_) instead of
         five tiny kernels per call; under torch.compile it is part of the graph. Writes
         through ``progress.data`` bypass the version counter: use set_progress.
         """
-        progress = self.progress
+        progress, dtype = self.progress, opmath_dtype(dtype)
         if torch.compiler.is_compiling() or progress.is_inference():
             return self._compute_slope(progress, dtype)
         key = (progress._version, dtype, torch.is_inference_mode_enabled())
@@ -144,8 +145,8 @@ class DSReLU(nn.Module):
         return cached[2]
 
     def _compute_slope(self, progress: Tensor, dtype: torch.dtype) -> Tensor:
-        slope = dsrelu_slope(progress, self.initial_slope, self.final_slope, self.steepness)
-        return slope.to(dtype)
+        t = progress.to(dtype)
+        return dsrelu_slope(t, self.initial_slope, self.final_slope, self.steepness)
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.compiler.is_compiling() and not self._progress_set and x.requires_grad:

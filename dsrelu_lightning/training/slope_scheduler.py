@@ -35,8 +35,9 @@ class SlopeScheduler(Callback):
 
     Progress is set in training hooks, never in ``setup``, so a resumed fit continues
     the schedule from the restored epoch/step. Logs ``dsrelu/slope`` (the first layer's)
-    once per epoch. At the start of training it compiles DSReLU's fused kernels (unless
-    the model is ``torch.compile``-d) so that the first timed epoch does not pay for them.
+    once per epoch. At the start of training it builds DSReLU's fused
+    kernels for the activations' dtype and the weights' (unless the model is
+    ``torch.compile``-d), so that no epoch, validation or resumed fit compiles anything.
     """
 
     def __init__(
@@ -106,7 +107,10 @@ class SlopeScheduler(Callback):
         # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
         # the epoch-time comparison with other activations stays fair.
         if self._layers and not is_compiled(pl_module):
-            warm_up(pl_module.device, activation_dtype(trainer, pl_module))
+            # Under mixed precision some activations can stay in the weights' dtype (after
+            # an op autocast keeps in float32); the kernels serve every shape and layout.
+            for dtype in dict.fromkeys((activation_dtype(trainer, pl_module), pl_module.dtype)):
+                warm_up(pl_module.device, dtype)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._layers:
