@@ -79,7 +79,10 @@ class DSReLU(nn.Module):
         negative_slope: slope for ``x <= 0`` (paper and its code: 1.0, the identity).
 
     ``progress`` is a registered scalar buffer, so it is saved in checkpoints and
-    follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it.
+    follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it. It
+    stays float32 (or float64) when the module is converted to float16/bfloat16, and the
+    slope is computed from it in the input's opmath dtype (float32 for float16/bfloat16
+    inputs), so a bf16 model applies, and logs, the scheduled slope to float32 precision.
     """
 
     progress: Tensor
@@ -98,7 +101,7 @@ class DSReLU(nn.Module):
         self.final_slope = _check_angle("final_angle", self.final_angle)
         self.steepness = _finite("steepness", steepness)
         self.negative_slope = _finite("negative_slope", negative_slope)
-        self.register_buffer("progress", torch.zeros(()))
+        self.register_buffer("progress", torch.zeros((), dtype=torch.float32))
         self._slope_cache: tuple[Tensor, tuple[Any, ...], Tensor] | None = None
         self._progress_set = False  # set_progress was called: something schedules this layer
 
@@ -121,8 +124,27 @@ class DSReLU(nn.Module):
 
     @property
     def slope(self) -> float:
-        """The current positive-side slope ``s(t)`` as a float."""
-        return self.slope_at(float(self.progress))
+        """The positive-side slope ``s(t)`` this layer applies now, as a float.
+
+        Computed from ``progress`` in its own precision (float32 unless the module was
+        converted to float64), exactly as the layer applies it to inputs of that
+        precision or lower (reads one device value).
+        """
+        return float(self._slope_tensor(self.progress.dtype))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DSReLU:
+        """As ``nn.Module._apply``, except that ``progress`` never narrows below float32.
+
+        ``.to(torch.bfloat16)`` (``precision="bf16-true"``) would round it (0.34 ->
+        0.3398): the layer would apply a slope other than the scheduled one.
+        """
+        before = self.progress
+        super()._apply(fn, recurse)
+        after = self.progress
+        if after.is_floating_point() and after.dtype.itemsize < 4:
+            wide = torch.promote_types(before.dtype, torch.float32)
+            self.progress = before.to(device=after.device, dtype=wide)
+        return self
 
     def _slope_tensor(self, dtype: torch.dtype) -> Tensor:
         """``s(progress)`` as a 0-dim tensor on progress's device, in the opmath dtype of

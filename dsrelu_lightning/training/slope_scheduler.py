@@ -34,8 +34,8 @@ class SlopeScheduler(Callback):
             at ``t = 0``. Per-epoch only.
 
     Progress is set in training hooks, never in ``setup``, so a resumed fit continues
-    the schedule from the restored epoch/step. Logs ``dsrelu/slope`` (the first layer's)
-    once per epoch. At the start of training it builds DSReLU's fused
+    the schedule from the restored epoch/step. Logs ``dsrelu/slope``, the slope the first
+    layer applies, once per epoch. At the start of training it builds DSReLU's fused
     kernels for the activations' dtype and the weights' (unless the model is
     ``torch.compile``-d), so that no epoch, validation or resumed fit compiles anything.
     """
@@ -92,16 +92,15 @@ class SlopeScheduler(Callback):
             )
         return trainer.global_step / total
 
-    def _apply(self, trainer: pl.Trainer) -> float:
+    def _apply(self, trainer: pl.Trainer) -> None:
         t = min(max(self._progress(trainer), 0.0), 1.0)
         if self.schedule == "authors_code":
             self._layers[0].set_progress(t)
             for layer in self._layers[1:]:
                 layer.set_progress(0.0)
-            return t
+            return
         for layer in self._layers:
             layer.set_progress(t)
-        return t
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
@@ -115,8 +114,9 @@ class SlopeScheduler(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._layers:
             return
-        t = self._apply(trainer)
-        pl_module.log("dsrelu/slope", self._layers[0].slope_at(t), on_step=False, on_epoch=True)
+        self._apply(trainer)
+        # The slope the layer applies (computed from its float32 progress), not slope_at(t).
+        pl_module.log("dsrelu/slope", self._layers[0].slope, on_step=False, on_epoch=True)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
