@@ -66,10 +66,16 @@ class _FusedState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         mode = os.environ.get("DSRELU_KERNEL", "auto").strip().lower()
-        self.mode = mode if mode in _MODES else "auto"
+        self.set_mode(mode if mode in _MODES else "auto")
         self.kernels: dict[KernelKey, Callable[..., Tensor]] = {}
         self.failed: dict[KernelKey, str] = {}
         self.constants: dict[tuple[Any, ...], Tensor] = {}
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        # Fewest elements a fused call needs (two: make_fx assumes a traced size above 1).
+        limits = {"auto": COMPILED_KERNEL_MIN_NUMEL, "compiled": 2, "eager": 1 << 62}
+        self.min_numel = limits[mode]
 
     def constant(self, value: float, like: Tensor) -> Tensor:
         """``value`` as a 0-dim opmath tensor on ``like``'s device (cached: no host copy
@@ -95,17 +101,12 @@ def set_kernel_mode(mode: str) -> None:
     """
     if mode not in _MODES:
         raise ValueError(f"DSReLU kernel mode must be one of {_MODES}, got {mode!r}")
-    _STATE.mode = mode
+    _STATE.set_mode(mode)
     _STATE.failed.clear()
 
 
 def _fusable(t: Tensor) -> bool:
-    numel = t.numel()
-    if numel < 2 or _STATE.mode == "eager":
-        return False
-    if _STATE.mode == "auto" and numel < COMPILED_KERNEL_MIN_NUMEL:
-        return False
-    return t.device.type in _DEVICE_TYPES and t.dtype in _DTYPES
+    return t.numel() >= _STATE.min_numel and t.dtype in _DTYPES and t.device.type in _DEVICE_TYPES
 
 
 def _is_dense(t: Tensor) -> bool:
@@ -197,6 +198,12 @@ def _flat(t: Tensor) -> Tensor:
     return t.as_strided((t.numel(),), (1,))
 
 
+def _opmath(slope: Tensor, like: Tensor) -> Tensor:
+    """``slope`` in the dtype the kernel for ``like`` was traced with (DSReLU's already is)."""
+    opmath = opmath_dtype(like.dtype)
+    return slope if slope.dtype == opmath else slope.to(opmath)
+
+
 def _shaped_like(flat: Tensor, like: Tensor) -> Tensor:
     """``flat`` with ``like``'s shape and strides; not a view (in-place ops stay allowed)."""
     return flat.as_strided(like.shape, like.stride()).detach()
@@ -212,8 +219,7 @@ def fused_forward(x: Tensor, slope: Tensor, negative_slope: float) -> Tensor | N
     kernel = _kernel(0, x)
     if kernel is None:
         return None
-    opmath = opmath_dtype(x.dtype)
-    y = kernel(_flat(x), slope.to(opmath), _STATE.constant(negative_slope, x))
+    y = kernel(_flat(x), _opmath(slope, x), _STATE.constant(negative_slope, x))
     return _shaped_like(y, x)
 
 
@@ -233,9 +239,8 @@ def fused_backward(
     kernel = _kernel(1, grad)
     if kernel is None:
         return None
-    opmath = opmath_dtype(grad.dtype)
     negative = _STATE.constant(negative_slope, grad)
-    return _shaped_like(kernel(_flat(grad), _flat(saved), slope.to(opmath), negative), grad)
+    return _shaped_like(kernel(_flat(grad), _flat(saved), _opmath(slope, grad), negative), grad)
 
 
 def warm_up(device: torch.device | str, dtype: torch.dtype) -> None:
