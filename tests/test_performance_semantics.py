@@ -161,6 +161,19 @@ def test_one_kernel_pair_per_dtype_serves_every_rank_layout_size_and_mode(
     assert len(fused._STATE.kernels) == 4 and not fused._STATE.failed
 
 
+def test_sizes_outside_the_kernels_assumptions_take_the_eager_kernel(kernel_mode: None) -> None:
+    # A fused kernel is called without the guards a compiled graph would carry: make_fx
+    # traced a size above 1, and Triton kernels index with int32.
+    kernel.set_kernel_mode("compiled")
+    assert not fused._fusable(torch.empty(1))
+    assert fused._fusable(torch.empty(2))
+    assert fused._fusable(torch.empty(1).expand(2**31 - 1))
+    assert not fused._fusable(torch.empty(1).expand(2**31))
+    x = torch.tensor([-2.0], requires_grad=True)
+    kernel.dsrelu(x, torch.tensor(3.0), 0.5).backward(torch.ones(1))
+    assert x.grad.tolist() == [0.5]
+
+
 def test_saves_no_more_bytes_than_leaky_relu(kernel_mode: None) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         for layout in (torch.contiguous_format, torch.channels_last):

@@ -11,7 +11,9 @@ Python call into the generated code (C++/OpenMP on CPU, Triton on CUDA).
 
 Each kernel is checked against the eager kernel on a fixed vector when built; a build
 that fails (no C++ compiler or Triton, a mismatch) makes that key use the eager kernel,
-with one warning. :func:`warm_up` builds a dtype's kernels ahead of time.
+with one warning. :func:`warm_up` builds a dtype's kernels ahead of time. The guards a
+compiled graph would have are kept by the callers instead: at least 2 elements (make_fx
+specialises sizes 0 and 1) and at most 2**31 - 1 (Triton's int32 indexing).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ _DEVICE_TYPES = ("cpu", "cuda")
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MODES = ("auto", "compiled", "eager")
 _TRACE_NUMEL = 4099  # the traced length: any size above 1 (dynamo-style 0/1 specialisation)
+# Inductor's Triton kernels index with int32 when the traced size allows it and guard on
+# it; called without dynamo, that guard is ours to keep (C++ kernels index with int64).
+_MAX_NUMEL = 2**31 - 1
 
 
 class _FusedState:
@@ -96,8 +101,8 @@ def set_kernel_mode(mode: str) -> None:
     """Choose the kernel: ``"auto"`` (default; env ``DSRELU_KERNEL``), ``"compiled"``, ``"eager"``.
 
     ``"auto"`` uses the fused kernels for dense float16/bfloat16/float32 CPU/CUDA
-    tensors of at least :data:`COMPILED_KERNEL_MIN_NUMEL` elements; ``"compiled"`` drops
-    the size limit (tests); ``"eager"`` never compiles. Forgets earlier build failures.
+    tensors of :data:`COMPILED_KERNEL_MIN_NUMEL` to 2**31 - 1 elements; ``"compiled"``
+    from 2 elements (tests); ``"eager"`` never. Forgets earlier build failures.
     """
     if mode not in _MODES:
         raise ValueError(f"DSReLU kernel mode must be one of {_MODES}, got {mode!r}")
@@ -106,7 +111,12 @@ def set_kernel_mode(mode: str) -> None:
 
 
 def _fusable(t: Tensor) -> bool:
-    return t.numel() >= _STATE.min_numel and t.dtype in _DTYPES and t.device.type in _DEVICE_TYPES
+    numel = t.numel()
+    return (
+        _STATE.min_numel <= numel <= _MAX_NUMEL
+        and t.dtype in _DTYPES
+        and t.device.type in _DEVICE_TYPES
+    )
 
 
 def _is_dense(t: Tensor) -> bool:
