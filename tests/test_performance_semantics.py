@@ -174,6 +174,25 @@ def test_sizes_outside_the_kernels_assumptions_take_the_eager_kernel(kernel_mode
     assert x.grad.tolist() == [0.5]
 
 
+def test_a_direct_call_that_fails_its_check_keeps_inductors_wrappers(
+    fresh_kernels: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On CPU the kernels skip AOTAutograd's runtime wrappers by calling inductor's
+    # generated code; should its calling convention change, the check at build time
+    # falls back to the wrapped function instead of giving wrong results or no kernel.
+    def wrong(compiled: object, device: torch.device) -> object:
+        return lambda *tensors: torch.zeros_like(tensors[0])
+
+    monkeypatch.setattr(fused, "_direct_call", wrong)
+    kernel.set_kernel_mode("compiled")
+    x = torch.randn(4, 8, requires_grad=True)
+    y = kernel.dsrelu(x, torch.tensor(1.5), 0.5)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(y, kernel.dsrelu_formula(x.detach(), torch.tensor(1.5), 0.5))
+    assert torch.equal(x.grad, torch.where(x > 0, 1.5, 0.5))
+    assert len(fused._STATE.kernels) == 2 and not fused._STATE.failed
+
+
 def test_saves_no_more_bytes_than_leaky_relu(kernel_mode: None) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         for layout in (torch.contiguous_format, torch.channels_last):
