@@ -148,12 +148,16 @@ def test_one_kernel_pair_per_dtype_serves_every_rank_layout_size_and_mode(
                     assert torch.equal(kernel.dsrelu(leaf, slope, negative_slope), expected)
                 with torch.inference_mode():
                     kernel.dsrelu(x.to(dtype), slope, negative_slope)
-        # A gradient laid out unlike the saved output: the eager backward, same values.
-        leaf = inputs[5].to(dtype).detach().requires_grad_(True)
-        grad = torch.randn(leaf.shape, dtype=dtype)  # contiguous, the output channels_last
-        kernel.dsrelu(leaf, slope, 0.5).backward(grad)
-        expected = kernel.dsrelu_gradient_formula(grad, leaf.detach(), slope, 0.5)
-        assert torch.equal(leaf.grad, expected)
+        # A gradient laid out unlike the saved output: the eager backward, same values;
+        # unless only size-1 dimensions' strides differ (the same memory): fused.
+        for shape in ((2, 3, 4, 5), (6, 7, 1, 1)):
+            x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            leaf = x.requires_grad_(True)
+            grad = torch.randn(shape, dtype=dtype)
+            assert fused._same_order(grad, leaf) == (shape[2:] == (1, 1))
+            kernel.dsrelu(leaf, slope, 0.5).backward(grad)
+            expected = kernel.dsrelu_gradient_formula(grad, leaf.detach(), slope, 0.5)
+            assert torch.equal(leaf.grad, expected)
     # Two compilations per dtype (forward, backward), counted by AOTAutograd, which every
     # inductor compilation goes through; no TorchDynamo frame at all.
     assert counters["aot_autograd"]["total"] == 4

@@ -134,6 +134,18 @@ def _is_dense(t: Tensor) -> bool:
     return True
 
 
+def _same_order(a: Tensor, b: Tensor) -> bool:
+    """Whether dense ``a`` and ``b`` (one shape) hold each element at the same flat offset.
+
+    A size-1 dimension's stride is arbitrary: (32, 512, 1, 1) is the same memory in
+    contiguous and channels_last, yet the strides differ.
+    """
+    if a.stride() == b.stride():
+        return True
+    dims = zip(a.shape, a.stride(), b.stride(), strict=True)
+    return all(x == y for size, x, y in dims if size != 1)
+
+
 def _key(index: int, t: Tensor) -> KernelKey:
     threads = torch.get_num_threads() if t.device.type == "cpu" else 0
     return (index, t.dtype, t.device, threads)
@@ -270,7 +282,7 @@ def fused_backward(
     if not (
         _fusable(grad)
         and grad.dtype == saved.dtype
-        and grad.stride() == saved.stride()
+        and _same_order(grad, saved)
         and slope.device == grad.device
         and _is_dense(grad)
     ):
