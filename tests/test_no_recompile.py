@@ -80,7 +80,7 @@ def every_activation_fused() -> Iterator[None]:
     """The fused kernels for every activation, however small (8x8 digits, batches of 4),
     none built yet; torch's counters at zero."""
     fused.set_kernel_mode("compiled")
-    fused._STATE.kernels.clear()
+    fused._STATE.forget_kernels()
     counters.clear()
     yield
     fused.set_kernel_mode("auto")
@@ -95,7 +95,7 @@ def test_a_fit_and_its_resume_compile_nothing_after_the_warm_up(
     assert first.at_end == first.at_start  # ... and nothing compiled after them
     checkpoint = tiny.root / "last.ckpt"
     trainer.save_checkpoint(checkpoint)
-    fused._STATE.kernels.clear()  # the resume, as in a new process: no kernel built yet
+    fused._STATE.forget_kernels()  # the resume, as in a new process: no kernel built yet
     resumed = _probe(_fit(tiny, max_epochs=3, ckpt_path=checkpoint))
     assert resumed.at_start == first.at_end + 2
     assert resumed.at_end == resumed.at_start

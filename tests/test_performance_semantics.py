@@ -36,11 +36,11 @@ def kernel_mode() -> Iterator[None]:
 def fresh_kernels(kernel_mode: None) -> Iterator[None]:
     """No fused kernel built and no dynamo cache entry yet; torch's counters at zero."""
     torch._dynamo.reset()
-    fused._STATE.kernels.clear()
+    fused._STATE.forget_kernels()
     counters.clear()
     yield
     torch._dynamo.reset()
-    fused._STATE.kernels.clear()
+    fused._STATE.forget_kernels()
 
 
 def _threads() -> int:
@@ -249,11 +249,15 @@ def test_a_failed_build_falls_back_to_eager_for_that_key_only(
     kernel.set_kernel_mode("compiled")
     x = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16, requires_grad=True)
     slope = torch.tensor(2.0)
-    with pytest.warns(RuntimeWarning, match="forward kernel for bfloat16 on cpu failed .Runt"):
+    with pytest.warns(RuntimeWarning) as caught:  # both directions are built together
         y = kernel.dsrelu(x, slope, 1.0)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "forward kernel for bfloat16 on cpu failed (RuntimeError: no C" in messages[0]
+    assert "backward kernel for bfloat16 on cpu failed (RuntimeError: no C" in messages[1]
     assert torch.equal(y, kernel.dsrelu_formula(x.detach(), slope, 1.0))
-    with pytest.warns(RuntimeWarning, match="backward kernel for bfloat16 on cpu failed"):
-        y.backward(torch.ones_like(y))  # (a sum's gradient is not dense: eager anyway)
+    y.backward(torch.ones_like(y))  # (a sum's gradient is not dense: eager anyway)
+    assert torch.equal(x.grad, torch.full_like(x, 2.0).where(x > 0, 1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning: the fallback is for good
         for t in (x, x.float()):  # float32 still compiles

@@ -171,7 +171,7 @@ class DSReLU(nn.Module):
         return dsrelu_slope(t, self.initial_slope, self.final_slope, self.steepness)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.compiler.is_compiling() and not self._progress_set and x.requires_grad:
+        if not self._progress_set and x.requires_grad and not torch.compiler.is_compiling():
             self._warn_if_unscheduled()
         # The slope stays a 0-dim tensor on x's device: no .item(), no host sync, no
         # recompilation under torch.compile as progress changes. dsrelu() is one fused

@@ -22,7 +22,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -64,34 +64,40 @@ _TRACE_NUMEL = 4099  # the traced length: any size above 1 (dynamo-style 0/1 spe
 _MAX_NUMEL = 2**31 - 1
 
 
+class _Plan(NamedTuple):
+    """What a call needs, per (dtype, device, threads, negative_slope, inference mode):
+    looked up once per call instead of assembled from several lookups."""
+
+    forward: Callable[..., Tensor] | None  # None: the eager kernel
+    backward: Callable[..., Tensor] | None
+    negative: Tensor  # negative_slope as a 0-dim opmath tensor on the device
+    opmath: torch.dtype
+
+
 class _FusedState:
     """Process-wide kernel mode, the built kernels, the keys that fell back to eager,
-    and cached ``negative_slope`` tensors."""
+    and the plans that use them."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         mode = os.environ.get("DSRELU_KERNEL", "auto").strip().lower()
-        self.set_mode(mode if mode in _MODES else "auto")
         self.kernels: dict[KernelKey, Callable[..., Tensor]] = {}
         self.failed: dict[KernelKey, str] = {}
-        self.constants: dict[tuple[Any, ...], Tensor] = {}
+        self.plans: dict[tuple[Any, ...], _Plan] = {}
+        self.set_mode(mode if mode in _MODES else "auto")
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
         # Fewest elements a fused call needs (two: make_fx assumes a traced size above 1).
         limits = {"auto": COMPILED_KERNEL_MIN_NUMEL, "compiled": 2, "eager": 1 << 62}
         self.min_numel = limits[mode]
+        self.failed.clear()
+        self.plans.clear()
 
-    def constant(self, value: float, like: Tensor) -> Tensor:
-        """``value`` as a 0-dim opmath tensor on ``like``'s device (cached: no host copy
-        per call), created in the current inference mode as the slope is."""
-        # float.hex tells -0.0 from 0.0, and a NaN matches itself.
-        key = (float(value).hex(), like.dtype, like.device, torch.is_inference_mode_enabled())
-        tensor = self.constants.get(key)
-        if tensor is None:
-            tensor = torch.tensor(value, dtype=opmath_dtype(like.dtype), device=like.device)
-            self.constants[key] = tensor
-        return tensor
+    def forget_kernels(self) -> None:
+        """Drop every built kernel (tests: as in a new process)."""
+        self.kernels.clear()
+        self.plans.clear()
 
 
 _STATE = _FusedState()
@@ -107,7 +113,6 @@ def set_kernel_mode(mode: str) -> None:
     if mode not in _MODES:
         raise ValueError(f"DSReLU kernel mode must be one of {_MODES}, got {mode!r}")
     _STATE.set_mode(mode)
-    _STATE.failed.clear()
 
 
 def _fusable(t: Tensor) -> bool:
@@ -249,10 +254,20 @@ def _flat(t: Tensor) -> Tensor:
     return t.as_strided((t.numel(),), (1,))
 
 
-def _opmath(slope: Tensor, like: Tensor) -> Tensor:
-    """``slope`` in the dtype the kernel for ``like`` was traced with (DSReLU's already is)."""
-    opmath = opmath_dtype(like.dtype)
-    return slope if slope.dtype == opmath else slope.to(opmath)
+def _plan(t: Tensor, negative_slope: float) -> _Plan:
+    """The plan for ``t``'s kind of call (made, and its kernels built, on first use)."""
+    # float.hex tells -0.0 from 0.0, and a NaN matches itself.
+    inference = torch.is_inference_mode_enabled()
+    key = (t.dtype, t.device, torch.get_num_threads(), float(negative_slope).hex(), inference)
+    plan = _STATE.plans.get(key)
+    if plan is None:
+        opmath = opmath_dtype(t.dtype)
+        fusable = t.dtype in _DTYPES and t.device.type in _DEVICE_TYPES
+        forward, backward = (_kernel(0, t), _kernel(1, t)) if fusable else (None, None)
+        # Created in the current inference mode, as DSReLU's slope is.
+        negative = torch.tensor(negative_slope, dtype=opmath, device=t.device)
+        plan = _STATE.plans[key] = _Plan(forward, backward, negative, opmath)
+    return plan
 
 
 def _shaped_like(flat: Tensor, like: Tensor) -> Tensor:
@@ -265,13 +280,14 @@ def fused_forward(x: Tensor, slope: Tensor, negative_slope: float) -> Tensor | N
 
     ``slope`` is a 0-dim tensor on ``x``'s device (any floating dtype; used in opmath).
     """
-    if not (_fusable(x) and slope.device == x.device and _is_dense(x)):
+    if not _STATE.min_numel <= x.numel() <= _MAX_NUMEL:
         return None
-    kernel = _kernel(0, x)
-    if kernel is None:
+    plan = _plan(x, negative_slope)
+    if plan.forward is None or slope.device != x.device or not _is_dense(x):
         return None
-    y = kernel(_flat(x), _opmath(slope, x), _STATE.constant(negative_slope, x))
-    return _shaped_like(y, x)
+    if slope.dtype != plan.opmath:
+        slope = slope.to(plan.opmath)
+    return _shaped_like(plan.forward(_flat(x), slope, plan.negative), x)
 
 
 def fused_backward(
@@ -279,19 +295,21 @@ def fused_backward(
 ) -> Tensor | None:
     """The input gradient in one pass; None where the eager kernel runs (``grad`` laid
     out unlike ``saved``, or not dense)."""
-    if not (
-        _fusable(grad)
-        and grad.dtype == saved.dtype
-        and _same_order(grad, saved)
-        and slope.device == grad.device
-        and _is_dense(grad)
+    if not _STATE.min_numel <= grad.numel() <= _MAX_NUMEL:
+        return None
+    plan = _plan(grad, negative_slope)
+    if (
+        plan.backward is None
+        or grad.dtype != saved.dtype
+        or slope.device != grad.device
+        or not _same_order(grad, saved)
+        or not _is_dense(grad)
     ):
         return None
-    kernel = _kernel(1, grad)
-    if kernel is None:
-        return None
-    negative = _STATE.constant(negative_slope, grad)
-    return _shaped_like(kernel(_flat(grad), _flat(saved), _opmath(slope, grad), negative), grad)
+    if slope.dtype != plan.opmath:
+        slope = slope.to(plan.opmath)
+    result = plan.backward(_flat(grad), _flat(saved), slope, plan.negative)
+    return _shaped_like(result, grad)
 
 
 def warm_up(device: torch.device | str, dtype: torch.dtype) -> None:
