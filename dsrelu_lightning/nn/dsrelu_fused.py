@@ -91,8 +91,9 @@ class _FusedState:
         # Fewest elements a fused call needs (two: make_fx assumes a traced size above 1).
         limits = {"auto": COMPILED_KERNEL_MIN_NUMEL, "compiled": 2, "eager": 1 << 62}
         self.min_numel = limits[mode]
-        self.failed.clear()
-        self.plans.clear()
+        if self.failed:  # retry them: their plans hold the eager kernel
+            self.failed.clear()
+            self.plans.clear()
 
     def forget_kernels(self) -> None:
         """Drop every built kernel (tests: as in a new process)."""
