@@ -2,7 +2,7 @@
 
     python benchmarks/bench_step.py [--network resnet34 resnet18 mobilenet_v3_small]
                                     [--repeats 30] [--threads N] [--bf16] [--channels-last]
-                                    [--batch N] [--best-of K]
+                                    [--batch N] [--best-of K] [--control]
 
 Networks: torchvision's ``resnet34``, ``resnet18`` and ``mobilenet_v3_small`` (random
 weights, nothing downloaded) on batches of 32 of 3x32x32 in 100 classes; ``digits`` and
@@ -19,7 +19,8 @@ steps (printed), and from the 3rd step on ``--repeats`` rounds are timed round-r
 Printed: the DSReLU/ReLU step ratio (median, min, max; target <= 1.03) and each
 candidate's slowest timed step / its median (stalls; target <= 1.5). ``--best-of K``
 times K steps per candidate and round and keeps the fastest for the ratio (for a machine
-other jobs share; every step still counts for the stall figure).
+other jobs share; every step still counts for the stall figure); ``--control`` also
+times a second ReLU network against the first: the noise floor of the ratio.
 """
 
 from __future__ import annotations
@@ -187,11 +188,14 @@ def compare_network(
     channels_last: bool = False,
     batch: int | None = None,
     best_of: int = 1,
+    control: bool = False,
 ) -> dict[str, float]:
     """Print and return the DSReLU/ReLU step ratio and the stall ratios for ``name``.
 
     ``best_of`` > 1: each round times that many steps per candidate and keeps the fastest
     (filters other jobs' interference on a shared machine); stalls count every step.
+    ``control``: a second, identical ReLU network is timed too; its ratio to the first is
+    the measurement's own noise (an A/A test).
     """
     dtype = torch.bfloat16 if bf16 else torch.float32
     start = time.perf_counter()
@@ -200,8 +204,8 @@ def compare_network(
         warm_up(device, torch.float32)
     kernels_s = time.perf_counter() - start
     rounds, first, every = {}, {}, {}
-    for activation in ("relu", "dsrelu"):
-        model, workload = build_network(name, activation, batch)
+    for activation in ("relu", "dsrelu", "relu_control")[: 3 if control else 2]:
+        model, workload = build_network(name, activation.removesuffix("_control"), batch)
         step = make_step(model, workload, device, bf16, channels_last)
         first[activation] = [_timed(step, device) for _ in range(WARM_UP_STEPS)]
         every[activation] = []
@@ -213,6 +217,8 @@ def compare_network(
     print(f"{name} ({mode}; batch {workload.batch}x{workload.channels}x{workload.size}^2):")
     best = f" (fastest of {best_of} per round)" if best_of > 1 else ""
     print(f"  DSReLU step / ReLU step{best}: {ratio}  target <= {TARGET_RATIO}")
+    if control:
+        print(f"  control, ReLU step / ReLU step: {ratio_summary(times, 'relu_control', 'relu')}")
     print(
         "  slowest timed step / median: "
         + ", ".join(f"{act} {value:.2f}x" for act, value in stall.items())
@@ -239,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--best-of", type=int, default=1, help="steps per round and candidate, fastest kept"
     )
+    parser.add_argument("--control", action="store_true", help="also time ReLU against itself")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -246,7 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_description()}")
     for name in args.network:
         compare_network(
-            name, device, args.repeats, args.bf16, args.channels_last, args.batch, args.best_of
+            name,
+            device,
+            args.repeats,
+            args.bf16,
+            args.channels_last,
+            args.batch,
+            args.best_of,
+            args.control,
         )
     print(f"machine after: {machine_description()}")
     return 0
