@@ -14,13 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TinyTrainer
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 from torch._dynamo.utils import counters
 
 from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
 from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.nn import dsrelu_fused as fused
 from dsrelu_lightning.nn import dsrelu_kernel as kernel
 from dsrelu_lightning.profiling import saved_tensor_bytes
 
@@ -34,13 +34,17 @@ def kernel_mode() -> Iterator[None]:
 
 @pytest.fixture
 def fresh_kernels(kernel_mode: None) -> Iterator[None]:
-    """No compiled kernel and no dynamo cache entry yet; counters start at zero."""
+    """No fused kernel built and no dynamo cache entry yet; torch's counters at zero."""
     torch._dynamo.reset()
-    kernel._STATE.kernels.clear()
+    fused._STATE.forget_kernels()
     counters.clear()
     yield
     torch._dynamo.reset()
-    kernel._STATE.kernels.clear()
+    fused._STATE.forget_kernels()
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
 
 
 def _formula(x: torch.Tensor, slope: float, negative_slope: float) -> torch.Tensor:
@@ -89,105 +93,179 @@ def test_eager_kernels_equal_the_formula_bit_for_bit(
     )
 
 
-def test_compiled_kernel_equals_eager_kernel_bit_for_bit(kernel_mode: None) -> None:
-    x = torch.randn(4, 8, 16, 16)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("negative_slope", [1.0, 0.3, -0.3])
+def test_compiled_kernel_equals_eager_kernel_bit_for_bit(
+    kernel_mode: None, dtype: torch.dtype, layout: torch.memory_format, negative_slope: float
+) -> None:
+    # bf16 with negative_slope 0.3 (not a bf16 number): the compiled kernel used to round
+    # it to bf16 (its 0-dim input was in x's dtype) while the eager one used float32.
+    x = torch.randn(4, 8, 16, 16).to(dtype).contiguous(memory_format=layout)
     grad = torch.randn_like(x)
     slope = torch.tensor(0.37)
     results = {}
     for mode in ("eager", "compiled"):
         kernel.set_kernel_mode(mode)
         leaf = x.clone().requires_grad_(True)
-        y = kernel.dsrelu(leaf, slope, 1.0)
+        y = kernel.dsrelu(leaf, slope, negative_slope)
         y.backward(grad)
+        assert y.stride() == x.stride() and leaf.grad.stride() == x.stride()
         results[mode] = (y.detach(), leaf.grad)
     assert torch.equal(results["eager"][0], results["compiled"][0])
     assert torch.equal(results["eager"][1], results["compiled"][1])
+    assert {(0, dtype), (1, dtype)} <= {key[:2] for key in fused._STATE.kernels}
+    assert not fused._STATE.failed
+
+
+def test_one_kernel_pair_per_dtype_serves_every_rank_layout_size_and_mode(
+    fresh_kernels: None,
+) -> None:
+    kernel.set_kernel_mode("compiled")
+    inputs = [
+        torch.randn(7),
+        torch.randn(5, 6).t(),  # dense, transposed
+        torch.randn(2, 5, 7),  # a transformer's (batch, tokens, features)
+        torch.randn(2, 3, 4, 5),
+        torch.randn(1, 3, 1, 5),  # sizes of 1
+        torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last),
+        torch.randn(2, 3, 2, 4, 5).contiguous(memory_format=torch.channels_last_3d),
+        torch.randn(2, 6, 4, 5)[:, ::2],  # not dense: the eager kernel
+    ]
+    slope = torch.tensor(1.7)
+    for dtype in (torch.float32, torch.bfloat16):
+        for x in inputs:
+            for negative_slope in (1.0, 0.0, -0.3):
+                leaf = x.to(dtype).detach().requires_grad_(True)
+                y = kernel.dsrelu(leaf, slope, negative_slope)
+                grad = torch.randn_like(y)
+                y.backward(grad)
+                expected = kernel.dsrelu_formula(leaf.detach(), slope, negative_slope)
+                assert torch.equal(y, expected)
+                factor = kernel.dsrelu_gradient_formula(grad, leaf.detach(), slope, negative_slope)
+                assert torch.equal(leaf.grad, factor)
+                with torch.no_grad():
+                    assert torch.equal(kernel.dsrelu(leaf, slope, negative_slope), expected)
+                with torch.inference_mode():
+                    kernel.dsrelu(x.to(dtype), slope, negative_slope)
+        # A gradient laid out unlike the saved output: the eager backward, same values;
+        # unless only size-1 dimensions' strides differ (the same memory): fused.
+        for shape in ((2, 3, 4, 5), (6, 7, 1, 1)):
+            x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            leaf = x.requires_grad_(True)
+            grad = torch.randn(shape, dtype=dtype)
+            assert fused._same_order(grad, leaf) == (shape[2:] == (1, 1))
+            kernel.dsrelu(leaf, slope, 0.5).backward(grad)
+            expected = kernel.dsrelu_gradient_formula(grad, leaf.detach(), slope, 0.5)
+            assert torch.equal(leaf.grad, expected)
+    # Two compilations per dtype (forward, backward), counted by AOTAutograd, which every
+    # inductor compilation goes through; no TorchDynamo frame at all.
+    assert counters["aot_autograd"]["total"] == 4
+    assert not counters["stats"]["unique_graphs"] and not counters["recompiles"]
+    assert len(fused._STATE.kernels) == 4 and not fused._STATE.failed
+
+
+def test_sizes_outside_the_kernels_assumptions_take_the_eager_kernel(kernel_mode: None) -> None:
+    # A fused kernel is called without the guards a compiled graph would carry: make_fx
+    # traced a size above 1, and Triton kernels index with int32.
+    kernel.set_kernel_mode("compiled")
+    assert not fused._fusable(torch.empty(1))
+    assert fused._fusable(torch.empty(2))
+    assert fused._fusable(torch.empty(1).expand(2**31 - 1))
+    assert not fused._fusable(torch.empty(1).expand(2**31))
+    x = torch.tensor([-2.0], requires_grad=True)
+    kernel.dsrelu(x, torch.tensor(3.0), 0.5).backward(torch.ones(1))
+    assert x.grad.tolist() == [0.5]
+
+
+def test_a_direct_call_that_fails_its_check_keeps_inductors_wrappers(
+    fresh_kernels: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On CPU the kernels skip AOTAutograd's runtime wrappers by calling inductor's
+    # generated code; should its calling convention change, the check at build time
+    # falls back to the wrapped function instead of giving wrong results or no kernel.
+    def wrong(compiled: object, device: torch.device) -> object:
+        return lambda *tensors: torch.zeros_like(tensors[0])
+
+    monkeypatch.setattr(fused, "_direct_call", wrong)
+    kernel.set_kernel_mode("compiled")
+    x = torch.randn(4, 8, requires_grad=True)
+    y = kernel.dsrelu(x, torch.tensor(1.5), 0.5)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(y, kernel.dsrelu_formula(x.detach(), torch.tensor(1.5), 0.5))
+    assert torch.equal(x.grad, torch.where(x > 0, 1.5, 0.5))
+    assert len(fused._STATE.kernels) == 2 and not fused._STATE.failed
 
 
 def test_saves_no_more_bytes_than_leaky_relu(kernel_mode: None) -> None:
-    x = torch.randn(8, 16, 16, 16, requires_grad=True)
-    leaky = saved_tensor_bytes(F.leaky_relu, x, 0.01)
-    assert leaky == x.numel() * x.element_size()
-    for mode in ("eager", "compiled"):
-        kernel.set_kernel_mode(mode)
-        assert saved_tensor_bytes(DSReLU(), x) <= leaky
-        assert saved_tensor_bytes(DSReLU(negative_slope=-0.5), x) <= leaky
+    for dtype in (torch.float32, torch.bfloat16):
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(8, 16, 16, 16, dtype=dtype).contiguous(memory_format=layout)
+            x.requires_grad_(True)
+            leaky = saved_tensor_bytes(F.leaky_relu, x, 0.01)
+            assert leaky == x.numel() * x.element_size()
+            for mode in ("eager", "compiled"):
+                kernel.set_kernel_mode(mode)
+                for layer in (DSReLU(), DSReLU(negative_slope=-0.5)):
+                    layer.set_progress(0.3)
+                    assert saved_tensor_bytes(layer, x) <= leaky
 
 
 def test_output_saving_gives_the_right_gradient_for_every_sign(kernel_mode: None) -> None:
     x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
-    for negative_slope in (1.0, 0.0, -0.5):
-        x.grad = None
-        kernel.dsrelu(x, torch.tensor(0.25), negative_slope).sum().backward()
-        expected = torch.tensor([negative_slope] * 3 + [0.25, 0.25])
-        torch.testing.assert_close(x.grad, expected)
+    for mode in ("eager", "compiled"):
+        kernel.set_kernel_mode(mode)
+        for negative_slope in (1.0, 0.0, -0.5):
+            x.grad = None
+            kernel.dsrelu(x, torch.tensor(0.25), negative_slope).sum().backward()
+            expected = torch.tensor([negative_slope] * 3 + [0.25, 0.25])
+            torch.testing.assert_close(x.grad, expected)
 
 
-def test_compile_failure_falls_back_to_eager_once(
-    kernel_mode: None, monkeypatch: pytest.MonkeyPatch
+def test_outputs_are_not_views_so_in_place_use_fails_as_for_relu(kernel_mode: None) -> None:
+    # The compiled path returned a view of its flat result: in-place use raised a
+    # custom-Function view error instead of autograd's usual version-counter error.
+    for mode in ("eager", "compiled"):
+        kernel.set_kernel_mode(mode)
+        x = torch.randn(2, 3, 8, 8, requires_grad=True)
+        y = kernel.dsrelu(x * 1, torch.tensor(1.5), 1.0)
+        assert not y._is_view()
+        y.add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+
+
+def test_a_failed_build_falls_back_to_eager_for_that_key_only(
+    fresh_kernels: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(key: kernel.KernelKey) -> None:
-        raise RuntimeError("no C++ compiler")
+    build = fused._build
 
+    def no_bf16(key: fused.KernelKey) -> object:
+        if key[1] == torch.bfloat16:
+            raise RuntimeError("no C++ compiler")
+        return build(key)
+
+    monkeypatch.setattr(fused, "_build", no_bf16)
     kernel.set_kernel_mode("compiled")
-    monkeypatch.setattr(kernel._STATE, "kernel", broken)
-    x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    with pytest.warns(RuntimeWarning, match="on cpu failed .RuntimeError: no C.. compiler"):
-        y = kernel.dsrelu(x, torch.tensor(2.0), 1.0)
-    torch.testing.assert_close(y, _formula(x.detach(), 2.0, 1.0))
+    x = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16, requires_grad=True)
+    slope = torch.tensor(2.0)
+    with pytest.warns(RuntimeWarning) as caught:  # both directions are built together
+        y = kernel.dsrelu(x, slope, 1.0)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "forward kernel for bfloat16 on cpu failed (RuntimeError: no C" in messages[0]
+    assert "backward kernel for bfloat16 on cpu failed (RuntimeError: no C" in messages[1]
+    assert torch.equal(y, kernel.dsrelu_formula(x.detach(), slope, 1.0))
+    y.backward(torch.ones_like(y))  # (a sum's gradient is not dense: eager anyway)
+    assert torch.equal(x.grad, torch.full_like(x, 2.0).where(x > 0, 1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning: the fallback is for good
-        y.sum().backward()
-        kernel.dsrelu(x.double(), torch.tensor(2.0, dtype=torch.float64), 0.5)
-    assert kernel._STATE.failed_devices == {"cpu"}
-
-
-# torch's own config patcher: pytest's monkeypatch.setattr deletes the key from torch's
-# config on undo (pytest >= 9.2), which broke every later compiled call in the session.
-@torch._dynamo.config.patch(recompile_limit=1)
-def test_recompile_limit_falls_back_to_eager_for_that_key_only(fresh_kernels: None) -> None:
-    kernel.set_kernel_mode("compiled")
-    slope = torch.tensor(1.5)
-    with torch.no_grad():
-        kernel.dsrelu(torch.randn(2, 3, 4, 5), slope, 1.0)  # compiled; sizes dynamic
-        # A size of 1 is specialised: a second graph for this key, past the limit of 1.
-        with pytest.warns(RuntimeWarning, match="forward kernel for 4-D float32 .*recompile"):
-            y = kernel.dsrelu(torch.randn(1, 3, 4, 5), slope, 1.0)
-        assert y.shape == (1, 3, 4, 5)
-        key = (0, torch.float32, "cpu", "no_grad", 4)
-        assert kernel._STATE.eager_keys == {key}
-        graphs = counters["stats"]["unique_graphs"]
-        kernel.dsrelu(torch.randn(2, 3, 4, 5, dtype=torch.float64), slope.double(), 1.0)
-    assert counters["stats"]["unique_graphs"] == graphs + 1  # float64 still compiles
-    assert not kernel._STATE.failed_devices
-
-
-def test_negative_slopes_dtypes_and_modes_keep_the_compiled_kernel(fresh_kernels: None) -> None:
-    # negative_slope used to be a Python float baked into the graph: every (dtype,
-    # negative_slope) pair compiled anew, the 9th hit dynamo's recompile_limit and the
-    # fullgraph error switched the compiled kernel off for the whole process.
-    kernel.set_kernel_mode("compiled")
-    dtypes = (torch.float32, torch.float64, torch.bfloat16)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for dtype in dtypes:
-            for negative_slope in (1.0, 0.0, -0.3, 0.5, 2.0):
-                x = torch.randn(2, 3, 4, 5, dtype=dtype, requires_grad=True)
-                slope = torch.tensor(1.7, dtype=dtype)
-                y = kernel.dsrelu(x, slope, negative_slope)
-                y.backward(torch.ones_like(y))
-                torch.testing.assert_close(
-                    y, kernel.dsrelu_formula(x.detach(), slope, negative_slope)
-                )
-                with torch.no_grad():
-                    kernel.dsrelu(x.detach(), slope, negative_slope)
-                with torch.inference_mode():
-                    kernel.dsrelu(x.detach(), slope, negative_slope)
-    assert not [str(w.message) for w in caught if "DSReLU" in str(w.message)]
-    # One graph per kernel, dtype and grad mode: forward (autograd, no_grad, inference)
-    # and backward.
-    assert counters["stats"]["unique_graphs"] == 4 * len(dtypes)
-    assert not counters["unimplemented"]
+        for t in (x, x.float()):  # float32 still compiles
+            y = kernel.dsrelu(t, slope, 1.0)
+            y.backward(torch.ones_like(y))
+    cpu = torch.device("cpu")
+    assert set(fused._STATE.failed) == {(i, torch.bfloat16, cpu, _threads()) for i in (0, 1)}
+    assert set(fused._STATE.kernels) == {(i, torch.float32, cpu, _threads()) for i in (0, 1)}
 
 
 def test_slope_follows_progress_state_dict_and_dtype() -> None:
@@ -245,32 +323,6 @@ def test_classifier_compile_option_keeps_weight_names_and_fuses_adam() -> None:
     assert list(module.state_dict()) == list(plain.state_dict())
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
-
-
-class _GraphsAtFirstEpoch(Callback):
-    """Dynamo's graph count when the first epoch starts (after ``on_train_start``'s warm-up)."""
-
-    graphs: int | None = None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.graphs is None:
-            self.graphs = counters["stats"]["unique_graphs"]
-
-
-def test_fit_compiles_nothing_after_the_warm_up(fresh_kernels: None, tiny: TinyTrainer) -> None:
-    # warm_up used a 1-D tensor: the first 4-D activation recompiled (dynamo guards the
-    # flat view's base) and so did the first validation batch (an input without grad),
-    # both inside the timed first epoch.
-    module = ResNetClassifier(10, in_channels=1, stem="cifar")
-    probe = _GraphsAtFirstEpoch()
-    trainer = pl.Trainer(callbacks=[SlopeScheduler(), probe], **tiny.kwargs(max_epochs=2))
-    # Batch 32 of 1x8x8 digits: the first stage's 32x64x8x8 activations use the compiled
-    # kernel (COMPILED_KERNEL_MIN_NUMEL), in training and in validation.
-    assert kernel.COMPILED_KERNEL_MIN_NUMEL <= 32 * 64 * 8 * 8
-    trainer.fit(module, DigitsDataModule(batch_size=32))
-    assert probe.graphs  # warm-up compiled the kernels before the first epoch ...
-    assert counters["stats"]["unique_graphs"] == probe.graphs  # ... and the fit nothing more
-    assert not counters["recompiles"] and not counters["unimplemented"]
 
 
 def test_bf16_mixed_fit_runs_dsrelu_in_bf16_and_logs_float32(tiny: TinyTrainer) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.nn.dsrelu_kernel import dsrelu
+from dsrelu_lightning.nn.dsrelu_kernel import dsrelu, opmath_dtype
 
 __all__ = [
     "ACTIVATIONS",
@@ -82,7 +82,10 @@ class DSReLU(nn.Module):
             ``act_layer``, torchvision's ``activation_layer``).
 
     ``progress`` is a registered scalar buffer, so it is saved in checkpoints and
-    follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it.
+    follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it. It
+    stays float32 (or float64) when the module is converted to float16/bfloat16, and the
+    slope is computed from it in the input's opmath dtype (float32 for float16/bfloat16
+    inputs), so a bf16 model applies, and logs, the scheduled slope to float32 precision.
     """
 
     progress: Tensor
@@ -102,7 +105,7 @@ class DSReLU(nn.Module):
         self.final_slope = _check_angle("final_angle", self.final_angle)
         self.steepness = _finite("steepness", steepness)
         self.negative_slope = _finite("negative_slope", negative_slope)
-        self.register_buffer("progress", torch.zeros(()))
+        self.register_buffer("progress", torch.zeros((), dtype=torch.float32))
         self._slope_cache: tuple[Tensor, tuple[Any, ...], Tensor] | None = None
         self._progress_set = False  # set_progress was called: something schedules this layer
 
@@ -125,18 +128,38 @@ class DSReLU(nn.Module):
 
     @property
     def slope(self) -> float:
-        """The current positive-side slope ``s(t)`` as a float."""
-        return self.slope_at(float(self.progress))
+        """The positive-side slope ``s(t)`` this layer applies now, as a float.
+
+        Computed from ``progress`` in its own precision (float32 unless the module was
+        converted to float64), exactly as the layer applies it to inputs of that
+        precision or lower (reads one device value).
+        """
+        return float(self._slope_tensor(self.progress.dtype))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DSReLU:
+        """As ``nn.Module._apply``, except that ``progress`` never narrows below float32.
+
+        ``.to(torch.bfloat16)`` (``precision="bf16-true"``) would round it (0.34 ->
+        0.3398): the layer would apply a slope other than the scheduled one.
+        """
+        before = self.progress
+        super()._apply(fn, recurse)
+        after = self.progress
+        if after.is_floating_point() and after.dtype.itemsize < 4:
+            wide = torch.promote_types(before.dtype, torch.float32)
+            self.progress = before.to(device=after.device, dtype=wide)
+        return self
 
     def _slope_tensor(self, dtype: torch.dtype) -> Tensor:
-        """``s(progress)`` as a 0-dim tensor in ``dtype`` on progress's device.
+        """``s(progress)`` as a 0-dim tensor on progress's device, in the opmath dtype of
+        inputs of ``dtype`` (float32 for float16/bfloat16/float32, float64 for float64).
 
         In eager mode it is computed once per change of ``progress`` (its version counter
         moves with every in-place write: set_progress, load_state_dict, copy_) instead of
         five tiny kernels per call; under torch.compile it is part of the graph. Writes
         through ``progress.data`` bypass the version counter: use set_progress.
         """
-        progress = self.progress
+        progress, dtype = self.progress, opmath_dtype(dtype)
         if torch.compiler.is_compiling() or progress.is_inference():
             return self._compute_slope(progress, dtype)
         key = (progress._version, dtype, torch.is_inference_mode_enabled())
@@ -148,11 +171,11 @@ class DSReLU(nn.Module):
         return cached[2]
 
     def _compute_slope(self, progress: Tensor, dtype: torch.dtype) -> Tensor:
-        slope = dsrelu_slope(progress, self.initial_slope, self.final_slope, self.steepness)
-        return slope.to(dtype)
+        t = progress.to(dtype)
+        return dsrelu_slope(t, self.initial_slope, self.final_slope, self.steepness)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.compiler.is_compiling() and not self._progress_set and x.requires_grad:
+        if not self._progress_set and x.requires_grad and not torch.compiler.is_compiling():
             self._warn_if_unscheduled()
         # The slope stays a 0-dim tensor on x's device: no .item(), no host sync, no
         # recompilation under torch.compile as progress changes. dsrelu() is one fused

@@ -39,9 +39,10 @@ class SlopeScheduler(Callback):
     the schedule from the restored epoch/step; a fit resumed from a mid-epoch checkpoint
     (Lightning's ``hpc_ckpt_<n>.ckpt``, saved on SLURM's SIGUSR1), for which Lightning
     skips that epoch's ``on_train_epoch_start``, gets it at its first batch instead. Logs
-    ``dsrelu/slope`` (the first layer's) once per epoch. At the start of training it
-    compiles DSReLU's fused kernels (unless the model is ``torch.compile``-d) so that the
-    first timed epoch does not pay for them.
+    ``dsrelu/slope``, the slope the first layer applies, once per epoch. At the start of
+    training it builds DSReLU's fused kernels for the activations' dtype and the weights'
+    (unless the model is ``torch.compile``-d), so that no epoch, validation or resumed fit
+    compiles anything.
     """
 
     def __init__(
@@ -99,32 +100,35 @@ class SlopeScheduler(Callback):
             )
         return trainer.global_step / total
 
-    def _apply(self, trainer: pl.Trainer) -> float:
+    def _apply(self, trainer: pl.Trainer) -> None:
         t = min(max(self._progress(trainer), 0.0), 1.0)
         if self.schedule == "authors_code":
             self._layers[0].set_progress(t)
             for layer in self._layers[1:]:
                 layer.set_progress(0.0)
-            return t
+            return
         for layer in self._layers:
             layer.set_progress(t)
-        return t
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = None
         # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
         # the epoch-time comparison with other activations stays fair.
         if self._layers and not is_compiled(pl_module):
-            warm_up(pl_module.device, activation_dtype(trainer, pl_module))
+            # Under mixed precision some activations can stay in the weights' dtype (after
+            # an op autocast keeps in float32); the kernels serve every shape and layout.
+            for dtype in dict.fromkeys((activation_dtype(trainer, pl_module), pl_module.dtype)):
+                warm_up(pl_module.device, dtype)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._layers:
             self._start_epoch(trainer, pl_module)
 
     def _start_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        t = self._apply(trainer)
+        self._apply(trainer)
         self._epoch_started = trainer.current_epoch
-        pl_module.log("dsrelu/slope", self._layers[0].slope_at(t), on_step=False, on_epoch=True)
+        # The slope the layer applies (computed from its float32 progress), not slope_at(t).
+        pl_module.log("dsrelu/slope", self._layers[0].slope, on_step=False, on_epoch=True)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
