@@ -26,7 +26,9 @@ from dsrelu_lightning import (
 )
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.activations import activation_factory
 from dsrelu_lightning.nn.call_order import modules_called
+from dsrelu_lightning.nn.replace import convert_activations
 
 RELEASE_CHECKPOINT = Path(__file__).parent / "data" / "release_0_1_resnet34.ckpt.gz"
 
@@ -92,6 +94,20 @@ def test_squeeze_excitation_gates_and_the_output_are_left_alone() -> None:
     squeeze = replace_activations(tvm.squeezenet1_0(num_classes=10), "dsrelu")
     assert type(squeeze.classifier[2]) is nn.ReLU
     assert len(calls(squeeze, DSReLU, torch.randn(1, 3, 64, 64))) == 25
+
+
+@pytest.mark.parametrize("activation", ["relu", "dsrelu"])
+def test_in_place_modules_after_a_swapped_site_become_out_of_place(activation: str) -> None:
+    # MobileNetV3's head: Dropout(inplace=True) writes into Hardswish's output, which
+    # Hardswish does not need for backward; ReLU and DSReLU save their output.
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(6, 8), nn.Hardswish(), nn.Dropout(0.5, inplace=True))
+    network = nn.Sequential(head, nn.ReLU(inplace=True), nn.Linear(8, 3))
+    x = torch.randn(4, 6)
+    converted, report = convert_activations(network, activation_factory(activation))
+    assert report.out_of_place == ("0.2",) and "made out-of-place: 0.2" in str(report)
+    converted.train()(x).sum().backward()  # in place: "modified by an inplace operation"
+    assert converted[2].weight.grad is not None
 
 
 def test_dsrelu_is_a_layer_factory_that_takes_inplace() -> None:

@@ -8,7 +8,9 @@ new submodules; one with shared, functional or method sites becomes a ``torch.fx
 of the same name whose extra sites are new submodules (``relu_1``, ``gelu``...). A module
 fx cannot trace gets one new module per registered activation, and a warning names it.
 Sites whose output reaches the network's output without a learned layer in between (the
-output) are left alone, as are kinds outside ``targets`` (by default the gates).
+output) are left alone, as are kinds outside ``targets`` (by default the gates). The
+network's other in-place modules (``Dropout(inplace=True)`` after MobileNetV3's Hardswish)
+become out-of-place: the new activation may save its output for backward, as ReLU does.
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ActivationReport:
     """What a replacement did: sites replaced per original kind, sites left as the network's
-    output, and modules whose forward could not be traced (path -> reason)."""
+    output, modules whose forward could not be traced (path -> reason) and in-place modules
+    made out-of-place."""
 
     replaced: Counter[str] = field(default_factory=Counter)
     kept_output: tuple[str, ...] = ()
     untraced: Mapping[str, str] = field(default_factory=dict)
     new_kind: str = ""
+    out_of_place: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -60,6 +64,8 @@ class ActivationReport:
             line += f"; kept as the output: {', '.join(self.kept_output)}"
         if self.untraced:
             line += f"; not traced: {', '.join(p or '<root>' for p in self.untraced)}"
+        if self.out_of_place:
+            line += f"; made out-of-place: {', '.join(self.out_of_place)}"
         return line
 
 
@@ -181,6 +187,21 @@ def _rewrite(local: LocalGraph, sites: list[Site], make: Callable[[], nn.Module]
     return rewritten
 
 
+def _out_of_place(model: nn.Module, made: set[int]) -> tuple[str, ...]:
+    """Switch off ``inplace`` on every module of ``model`` but the new activations.
+
+    A network built around an activation that saves its input (Hardswish, GELU) may write
+    into that activation's output in place; once the site saves its output instead (ReLU,
+    DSReLU), backward fails with autograd's version-counter error. Out-of-place modules give
+    the same values."""
+    changed = []
+    for path, module in model.named_modules():
+        if id(module) not in made and getattr(module, "inplace", False) is True:
+            module.inplace = False
+            changed.append(path)
+    return tuple(changed)
+
+
 def fresh_each_call(make_activation: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     """``make_activation``, refusing a module it already returned (a shared module would
     tie all sites' state, e.g. one DSReLU progress or one PReLU weight for the network)."""
@@ -210,17 +231,25 @@ def convert_activations(
     ``make_activation``; the network's output sites are kept.
 
     Returns the network (``model`` itself unless its own forward had to be rewritten) and
-    what was done. ``model`` is changed in place.
+    what was done. ``model`` is changed in place; its other in-place modules become
+    out-of-place (see the module docstring).
     """
     kinds = resolve_kinds(targets)
-    make_activation = fresh_each_call(make_activation)
+    fresh = fresh_each_call(make_activation)
+    made: set[int] = set()
+
+    def make() -> nn.Module:
+        module = fresh()
+        made.add(id(module))
+        return module
+
     graphs = trace_modules(model, kinds)
     output: set[tuple[str, str]] = set()
     _tail("", model, graphs, output)
     replaced: Counter[str] = Counter()
     kept: list[str] = []
     root = model
-    sample = make_activation()
+    sample = make()
     for path, local in reversed(graphs.items()):  # children before their parents
         sites = [s for s in local.sites if (path, s.key) not in output]
         kept += [s.path for s in local.sites if (path, s.key) in output]
@@ -229,15 +258,18 @@ def convert_activations(
         replaced.update(s.kind.name for s in sites)
         if local.graph is None or not _needs_graph(local, sites):
             for site in sites:
-                _set_submodule(local.module, site.target, make_activation())
+                _set_submodule(local.module, site.target, make())
             continue
-        rewritten = _rewrite(local, sites, make_activation)
+        rewritten = _rewrite(local, sites, make)
         if path:
             _set_submodule(root, path, rewritten)
         else:
             root = rewritten
     untraced = {path: local.error for path, local in graphs.items() if local.error is not None}
-    return root, ActivationReport(replaced, tuple(kept), untraced, type(sample).__name__)
+    out_of_place = _out_of_place(root, made) if replaced else ()
+    return root, ActivationReport(
+        replaced, tuple(kept), untraced, type(sample).__name__, out_of_place
+    )
 
 
 def replace_activations(
