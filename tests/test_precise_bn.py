@@ -208,6 +208,24 @@ class _NoBatchNorm(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+def test_the_gap_warning_says_how_far_back_the_slowest_running_average_reaches() -> None:
+    # torchvision's MobileNetV3 uses momentum 0.01: after 270 batches (15 digits epochs) its
+    # running averages still carry 7% of their initial values, and val_ema/* stays at chance.
+    net = nn.Sequential(nn.BatchNorm2d(2), nn.BatchNorm2d(2, momentum=0.01)).train()
+    for _ in range(270):
+        net(torch.randn(4, 2, 3, 3))
+    callback = PreciseBN(enabled=True)
+    assert callback._lag(net) == ""  # nothing put aside yet: no claim
+    callback._running = {
+        f"{name}.{buffer}": getattr(layer, buffer).clone()
+        for name, layer in batch_norms(net).items()
+        for buffer in ("running_mean", "running_var", "num_batches_tracked")
+    }
+    lag = callback._lag(net)
+    assert "momentum 0.01 in '1'" in lag and "about 100 training batches" in lag
+    assert f"after 270, still weigh their initial values by {0.99**270:.2f}" in lag
+
+
 def test_a_model_without_batchnorm_gets_one_warning(tiny: TinyTrainer) -> None:
     trainer = pl.Trainer(callbacks=[PreciseBN(enabled=True)], **tiny.kwargs(max_epochs=2))
     with pytest.warns(UserWarning, match="no BatchNorm layer") as caught:
