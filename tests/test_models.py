@@ -110,6 +110,60 @@ def test_in_place_modules_after_a_swapped_site_become_out_of_place(activation: s
     assert converted[2].weight.grad is not None
 
 
+class _Residual(nn.Module):
+    """EfficientNetV2's FusedMBConv in small: a block that ends in its activation, then a
+    parameter-free module and an in-place add (or ``add_``) into the block's output."""
+
+    def __init__(self, method: bool) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(6, 6), nn.SiLU(inplace=True))
+        self.drop = nn.Identity()
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.drop(self.block(x))
+        if self.method:
+            result.add_(x)
+            return result * 2  # reads the written tensor after the write
+        result += x
+        return result
+
+
+@pytest.mark.parametrize("method", [False, True], ids=["augmented", "method"])
+@pytest.mark.parametrize("activation", ["relu", "dsrelu"])
+def test_in_place_writes_into_a_swapped_sites_output_become_out_of_place(
+    activation: str, method: bool
+) -> None:
+    torch.manual_seed(0)
+    network = nn.Sequential(_Residual(method), nn.Linear(6, 3))
+    original = copy.deepcopy(network)
+    x = torch.randn(4, 6)
+    converted, report = convert_activations(network, activation_factory(activation))
+    assert report.out_of_place == ("0 (add_)" if method else "0 (+=)",)
+    converted.train()(x).sum().backward()  # in place: "modified by an inplace operation"
+    assert converted[0].block[0].weight.grad is not None
+    # Same values and gradients as the original where the swap changes nothing (SiLU -> SiLU).
+    same, _ = convert_activations(copy.deepcopy(original), nn.SiLU)
+    reference, rewritten = original(x), same(x)
+    assert torch.equal(rewritten, reference)
+    reference.sum().backward()
+    rewritten.sum().backward()
+    assert torch.equal(same[0].block[0].weight.grad, original[0].block[0].weight.grad)
+
+
+def test_in_place_adds_that_do_not_write_into_an_activation_stay_as_they_are() -> None:
+    # ResNet's blocks add into a BatchNorm's output: nothing to rewrite.
+    _, report = convert_activations(tvm.resnet50(), activation_factory("relu"))
+    assert report.out_of_place == ()
+
+
+def test_efficientnet_v2_trains_with_an_activation_that_saves_its_output() -> None:
+    network = tvm.efficientnet_v2_s(num_classes=3)
+    converted, report = convert_activations(network, activation_factory("relu"))
+    assert "features.1.0 (+=)" in report.out_of_place  # its first FusedMBConv blocks
+    converted.train()(torch.randn(2, 3, 16, 16)).sum().backward()
+
+
 def test_dsrelu_is_a_layer_factory_that_takes_inplace() -> None:
     block = Conv2dNormActivation(3, 8, activation_layer=DSReLU)  # calls DSReLU(inplace=True)
     assert isinstance(block[-1], DSReLU)

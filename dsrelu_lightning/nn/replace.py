@@ -10,7 +10,9 @@ fx cannot trace gets one new module per registered activation, and a warning nam
 Sites whose output reaches the network's output without a learned layer in between (the
 output) are left alone, as are kinds outside ``targets`` (by default the gates). The
 network's other in-place modules (``Dropout(inplace=True)`` after MobileNetV3's Hardswish)
-become out-of-place: the new activation may save its output for backward, as ReLU does.
+become out-of-place, and so do in-place writes (``result += input`` after EfficientNetV2's
+blocks) into a replaced site's output (:mod:`~dsrelu_lightning.nn.in_place_writes`): the new
+activation may save its output for backward, as ReLU does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activation_kinds import resolve_kinds
 from dsrelu_lightning.nn.activations import ActivationSpec, activation_factory
 from dsrelu_lightning.nn.call_sites import LocalGraph, Site, trace_modules
+from dsrelu_lightning.nn.in_place_writes import describe, in_place_writes, make_out_of_place
 
 __all__ = [
     "ActivationReport",
@@ -246,20 +249,30 @@ def convert_activations(
     graphs = trace_modules(model, kinds)
     output: set[tuple[str, str]] = set()
     _tail("", model, graphs, output)
+    swapped = {
+        path: {s.key for s in local.sites if (path, s.key) not in output}
+        for path, local in graphs.items()
+    }
+    writes = in_place_writes(model, graphs, swapped)
+    rewritten_writes = tuple(  # described before the rewrite changes them
+        f"{path or '<root>'} ({', '.join(describe(node) for node in nodes)})"
+        for path, nodes in writes.items()
+    )
     replaced: Counter[str] = Counter()
     kept: list[str] = []
     root = model
     sample = make()
     for path, local in reversed(graphs.items()):  # children before their parents
-        sites = [s for s in local.sites if (path, s.key) not in output]
-        kept += [s.path for s in local.sites if (path, s.key) in output]
-        if not sites:
+        sites = [s for s in local.sites if s.key in swapped[path]]
+        kept += [s.path for s in local.sites if s.key not in swapped[path]]
+        if not sites and path not in writes:
             continue
         replaced.update(s.kind.name for s in sites)
-        if local.graph is None or not _needs_graph(local, sites):
+        if local.graph is None or not (path in writes or _needs_graph(local, sites)):
             for site in sites:
                 _set_submodule(local.module, site.target, make())
             continue
+        make_out_of_place(local.graph, writes.get(path, []))
         rewritten = _rewrite(local, sites, make)
         if path:
             _set_submodule(root, path, rewritten)
@@ -267,6 +280,7 @@ def convert_activations(
             root = rewritten
     untraced = {path: local.error for path, local in graphs.items() if local.error is not None}
     out_of_place = _out_of_place(root, made) if replaced else ()
+    out_of_place += rewritten_writes
     return root, ActivationReport(
         replaced, tuple(kept), untraced, type(sample).__name__, out_of_place
     )
