@@ -504,13 +504,16 @@ def test_report_command_bad_input_is_one_line(
     assert err.count("\n") == 1 and message in err and err.startswith("dsrelu-lightning: error:")
 
 
-COMMITTED_STUDY = Path(__file__).resolve().parents[1] / "docs" / "results" / "digits_precise_bn"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
-@pytest.mark.skipif(not COMMITTED_STUDY.is_dir(), reason="the committed study is not here")
-def test_report_rewrites_the_committed_study_from_its_cells(tmp_path: Path) -> None:
+@pytest.mark.parametrize("study", ["digits_precise_bn", "digits_networks"])
+def test_report_rewrites_the_committed_study_from_its_cells(tmp_path: Path, study: str) -> None:
+    committed = RESULTS / study
+    if not (committed / "digits").is_dir():
+        pytest.skip(f"the committed study {study} is not here")
     copy = tmp_path / "study"
-    shutil.copytree(COMMITTED_STUDY / "digits", copy / "digits")
+    shutil.copytree(committed / "digits", copy / "digits")
     write_report(copy)
     for name in ("summary.csv", "summary_tests.csv"):
-        assert (copy / name).read_text() == (COMMITTED_STUDY / name).read_text(), name
+        assert (copy / name).read_text() == (committed / name).read_text(), name
