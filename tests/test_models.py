@@ -65,6 +65,25 @@ def test_relu_for_relu_leaves_the_outputs_identical(name: str) -> None:
     assert len(calls(swapped, nn.ReLU, x)) == SITES[name]
 
 
+class _SharedWithOutput(nn.Module):
+    """One ReLU module called at a hidden site and at the output (which is kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(self.act(x)))
+
+
+def test_a_module_shared_with_a_kept_output_site_keeps_serving_that_site() -> None:
+    converted, report = convert_activations(_SharedWithOutput(), nn.GELU)
+    assert report.kept_output == ("<root>: act (module)",) and report.total == 1
+    assert [type(m) for m in calls(converted, nn.Module, torch.randn(2, 4))
+            if isinstance(m, nn.ReLU | nn.GELU)] == [nn.GELU, nn.ReLU]  # fmt: skip
+
+
 def test_shared_functional_in_place_and_method_sites_each_get_a_module() -> None:
     torch.manual_seed(0)
     original = SmallCNN(in_channels=1).eval()

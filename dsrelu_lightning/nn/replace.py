@@ -162,12 +162,15 @@ def _rewrite(local: LocalGraph, sites: list[Site], make: Callable[[], nn.Module]
     """``local.module`` as a GraphModule in which every site calls a new module of its own."""
     module, graph = local.module, local.graph
     assert graph is not None
+    site_nodes = {site.node for site in sites}
+    kept = {str(n.target) for n in graph.nodes if n.op == "call_module" and n not in site_nodes}
     renamed: set[str] = set()
     for site in sites:
         node = site.node
         assert node is not None
         source = node.args[0] if node.args else node.kwargs.get("input")
-        if site.how == "module" and site.target not in renamed:
+        # Swapped where it stands unless a call we keep (e.g. the output) uses it too.
+        if site.how == "module" and site.target not in renamed | kept:
             renamed.add(site.target)
             _set_submodule(module, site.target, make())
             new_node = node
