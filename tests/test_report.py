@@ -517,3 +517,24 @@ def test_report_rewrites_the_committed_study_from_its_cells(tmp_path: Path, stud
     write_report(copy)
     for name in ("summary.csv", "summary_tests.csv"):
         assert (copy / name).read_text() == (committed / name).read_text(), name
+
+
+@pytest.mark.parametrize(
+    ("limit", "smoke"), [(None, False), (1.0, False), (1, True), (0.25, True), (3, True)]
+)
+def test_the_title_marks_a_grid_whose_batches_were_cut(
+    tmp_path: Path, limit: float | None, smoke: bool
+) -> None:
+    # Lightning's limit_*_batches: a float is a fraction (1.0 = all), an int a batch count.
+    rng = np.random.default_rng(0)
+    for label in ("relu", "dsrelu"):
+        for fold in range(2):
+            fake_cell(tmp_path, "digits", label, fold, rng)
+    for path in tmp_path.rglob("result.json"):
+        data = json.loads(path.read_text())
+        data["config"]["trainer"]["limit_train_batches"] = limit
+        path.write_text(json.dumps(data))
+    title = write_report(tmp_path).read_text().splitlines()[0]
+    assert ("SMOKE RUN" in title) == smoke
+    if smoke:
+        assert f"limit_train_batches={json.dumps(limit)}" in title

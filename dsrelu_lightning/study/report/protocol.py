@@ -51,10 +51,17 @@ def batch_limits(results: Sequence[CellResult]) -> dict[str, str]:
     """The ``limit_*_batches`` settings that cut the cells' epochs (a smoke run), by name."""
     limits = {}
     for name in _LIMITS:
-        values = {config_value(r, "trainer", name) for r in results} - {None, 1}
+        values = {config_value(r, "trainer", name) for r in results}
+        values = {v for v in values if not _whole(v)}
         if values:
             limits[name] = ", ".join(sorted(map(as_text, values)))
     return limits
+
+
+def _whole(limit: Any) -> bool:
+    """Whether a ``limit_*_batches`` value keeps every batch: unset or the fraction 1.0 (the
+    integer 1, equal to 1.0 in Python, is one batch)."""
+    return limit is None or (isinstance(limit, float) and limit == 1.0)
 
 
 def protocol_lines(results: Sequence[CellResult]) -> list[str]:
