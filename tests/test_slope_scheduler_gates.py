@@ -7,6 +7,7 @@ import warnings
 import lightning.pytorch as pl
 import pytest
 from conftest import TinyTrainer
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from dsrelu_lightning import Classifier, SlopeScheduler
@@ -41,3 +42,17 @@ def test_a_steep_start_that_flattens_the_gates_warns_once(
         assert "of the inputs of this network's 9 gates" in messages[0]
     hardsigmoids = [m for m in model.modules() if isinstance(m, nn.Hardsigmoid)]
     assert len(hardsigmoids) == 9 and not any(m._forward_pre_hooks for m in hardsigmoids)
+
+
+class _FailFirstBatch(Callback):
+    def on_train_batch_start(self, *args: object) -> None:
+        raise RuntimeError("the first batch fails")
+
+
+def test_a_failed_first_batch_leaves_no_hook_on_the_gates(tiny: TinyTrainer) -> None:
+    model = Classifier(10, "mobilenet_v3_small", in_channels=1, stem="cifar")
+    kwargs = {**tiny.kwargs(), "limit_train_batches": 1, "limit_val_batches": 0}
+    trainer = pl.Trainer(callbacks=[SlopeScheduler(), _FailFirstBatch()], **kwargs)
+    with pytest.raises(RuntimeError, match="the first batch fails"):
+        trainer.fit(model, DigitsDataModule(batch_size=64))
+    assert not any(m._forward_pre_hooks for m in model.modules() if isinstance(m, nn.Hardsigmoid))

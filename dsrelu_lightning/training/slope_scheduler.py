@@ -134,6 +134,14 @@ class SlopeScheduler(Callback):
                 warm_up(pl_module.device, dtype)
             self._watch_gates = trainer.global_step == 0  # a fit's first batch, not a resume
 
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if self._gates is not None:  # the first batch failed: leave no hook behind
+            self._gates.close()
+            self._gates = None
+        self._watch_gates = False
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
