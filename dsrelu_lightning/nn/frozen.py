@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dsrelu_lightning.nn.activations import DSReLU, dsrelu_slope
+from dsrelu_lightning.nn.activations import DSReLU
 
 __all__ = ["FrozenDSReLU", "freeze_dsrelu", "frozen_slope"]
 
@@ -43,16 +43,10 @@ class FrozenDSReLU(nn.Module):
 
 
 def frozen_slope(module: DSReLU) -> float:
-    """The slope ``module`` applies now, as its forward computes it (in its ``progress``
-    buffer's dtype, float32 for a trained network), as a Python float.
-
-    It can differ from :attr:`DSReLU.slope` (computed in float64) in the last bits of a
-    float32; freezing this value keeps the frozen network's outputs identical.
-    """
-    slope = dsrelu_slope(
-        module.progress.detach(), module.initial_slope, module.final_slope, module.steepness
-    )
-    return float(slope)
+    """The slope ``module`` applies now, as its forward computes it (:attr:`DSReLU.slope`:
+    in its ``progress`` buffer's precision), so that a frozen network's outputs are the
+    DSReLU network's, bit for bit."""
+    return module.slope
 
 
 def freeze_dsrelu(network: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.modes import preserved_modes
 
 __all__ = ["input_error"]
 
@@ -84,17 +85,12 @@ def input_error(network: nn.Module, inputs: Tensor, error: Exception) -> Excepti
     if isinstance(error, torch.cuda.OutOfMemoryError) or inputs.dim() < 3:
         return error
     shape = tuple(inputs.shape[1:])
-    modes = {m: m.training for m in network.modules()}
-    try:
+    with preserved_modes(network), torch.no_grad():
         network.eval()
-        with torch.no_grad():
-            with _innermost_failure(network) as failed:
-                if _runs(network, shape, inputs):
-                    return error  # not the input's shape: a batch-size or data problem
-            smallest = _smallest(network, shape, inputs)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+        with _innermost_failure(network) as failed:
+            if _runs(network, shape, inputs):
+                return error  # not the input's shape: a batch-size or data problem
+        smallest = _smallest(network, shape, inputs)
     layer = failed[0] if failed else "?"
     size = "x".join(map(str, shape))
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
