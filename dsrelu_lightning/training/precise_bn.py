@@ -166,7 +166,7 @@ class PreciseBN(Callback):
 
     def _lag(self, pl_module: pl.LightningModule) -> str:
         """How far back the slowest running average reaches, from its momentum and the
-        batches it has seen (e.g. torchvision's MobileNetV3 and EfficientNet use 0.01)."""
+        batches it has seen (e.g. torchvision's MobileNetV3 uses 0.01, MNASNet 0.0003)."""
         if self._running is None:
             return ""
         momenta = {k: m.momentum for k, m in batch_norms(pl_module).items() if m.momentum}
