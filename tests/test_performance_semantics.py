@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -41,10 +42,6 @@ def fresh_kernels(kernel_mode: None) -> Iterator[None]:
     yield
     torch._dynamo.reset()
     fused._STATE.forget_kernels()
-
-
-def _threads() -> int:
-    return torch.get_num_threads()
 
 
 def _formula(x: torch.Tensor, slope: float, negative_slope: float) -> torch.Tensor:
@@ -96,24 +93,29 @@ def test_eager_kernels_equal_the_formula_bit_for_bit(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("negative_slope", [1.0, 0.3, -0.3])
+@pytest.mark.parametrize("channels", [8, 32])  # 8,192 and 32,768 elements: serial, parallel
 def test_compiled_kernel_equals_eager_kernel_bit_for_bit(
-    kernel_mode: None, dtype: torch.dtype, layout: torch.memory_format, negative_slope: float
+    kernel_mode: None,
+    dtype: torch.dtype,
+    layout: torch.memory_format,
+    negative_slope: float,
+    channels: int,
 ) -> None:
     # bf16 with negative_slope 0.3 (not a bf16 number): the compiled kernel used to round
     # it to bf16 (its 0-dim input was in x's dtype) while the eager one used float32.
-    x = torch.randn(4, 8, 16, 16).to(dtype).contiguous(memory_format=layout)
+    x = torch.randn(4, channels, 16, 16).to(dtype).contiguous(memory_format=layout)
     grad = torch.randn_like(x)
     slope = torch.tensor(0.37)
     results = {}
-    for mode in ("eager", "compiled"):
+    for mode in ("eager", "auto"):
         kernel.set_kernel_mode(mode)
         leaf = x.clone().requires_grad_(True)
         y = kernel.dsrelu(leaf, slope, negative_slope)
         y.backward(grad)
         assert y.stride() == x.stride() and leaf.grad.stride() == x.stride()
         results[mode] = (y.detach(), leaf.grad)
-    assert torch.equal(results["eager"][0], results["compiled"][0])
-    assert torch.equal(results["eager"][1], results["compiled"][1])
+    assert torch.equal(results["eager"][0], results["auto"][0])
+    assert torch.equal(results["eager"][1], results["auto"][1])
     assert {(0, dtype), (1, dtype)} <= {key[:2] for key in fused._STATE.kernels}
     assert not fused._STATE.failed
 
@@ -121,7 +123,7 @@ def test_compiled_kernel_equals_eager_kernel_bit_for_bit(
 def test_one_kernel_pair_per_dtype_serves_every_rank_layout_size_and_mode(
     fresh_kernels: None,
 ) -> None:
-    kernel.set_kernel_mode("compiled")
+    kernel.set_kernel_mode("auto")
     inputs = [
         torch.randn(7),
         torch.randn(5, 6).t(),  # dense, transposed
@@ -165,10 +167,42 @@ def test_one_kernel_pair_per_dtype_serves_every_rank_layout_size_and_mode(
     assert len(fused._STATE.kernels) == 4 and not fused._STATE.failed
 
 
+def test_kernels_run_on_torchs_threads_as_aten_does_whatever_inductor_cached(
+    fresh_kernels: None,
+) -> None:
+    # Inductor parallelises a loop only if its size hint promises each thread enough
+    # work, and its FX graph cache ignores hints: the forward kernel once came back serial
+    # from an earlier compilation of the same formula at 1,000 elements, and ran on one of
+    # two threads (DSReLU's op at 1.4x leaky_relu's time). Now each kernel's threading is
+    # part of its inductor settings: serial below ATen's grain size, parallel from it.
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scalars = [torch.ones(()), torch.ones(())]
+        graph = make_fx(kernel.dsrelu_formula, tracing_mode="symbolic")(torch.zeros(1000), *scalars)
+        inputs = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
+        torch._inductor.compile(graph, inputs)  # the same formula, a small hint
+        fused.warm_up("cpu", torch.float32)
+        large, small = torch.randn(fused.PARALLEL_MIN_NUMEL), torch.randn(100)
+        assert fused._key(0, large)[3] == 2 and fused._key(0, small)[3] == 1
+        cpu = torch.device("cpu")
+        for index in (0, 1):
+            code = {}
+            for variant in (1, 2):
+                built = fused._STATE.kernels[(index, torch.float32, cpu, variant)]
+                code[variant] = Path(built.generated_code).read_text()
+            assert "#pragma omp parallel" not in code[1]
+            assert "#pragma omp parallel num_threads(2)" in code[2]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_sizes_outside_the_kernels_assumptions_take_the_eager_kernel(kernel_mode: None) -> None:
     # A fused kernel is called without the guards a compiled graph would carry: make_fx
     # traced a size above 1, and Triton kernels index with int32.
-    kernel.set_kernel_mode("compiled")
+    kernel.set_kernel_mode("auto")
     assert not fused._fusable(torch.empty(1))
     assert fused._fusable(torch.empty(2))
     assert fused._fusable(torch.empty(1).expand(2**31 - 1))
@@ -188,7 +222,7 @@ def test_a_direct_call_that_fails_its_check_keeps_inductors_wrappers(
         return lambda *tensors: torch.zeros_like(tensors[0])
 
     monkeypatch.setattr(fused, "_direct_call", wrong)
-    kernel.set_kernel_mode("compiled")
+    kernel.set_kernel_mode("auto")
     x = torch.randn(4, 8, requires_grad=True)
     y = kernel.dsrelu(x, torch.tensor(1.5), 0.5)
     y.backward(torch.ones_like(y))
@@ -204,7 +238,7 @@ def test_saves_no_more_bytes_than_leaky_relu(kernel_mode: None) -> None:
             x.requires_grad_(True)
             leaky = saved_tensor_bytes(F.leaky_relu, x, 0.01)
             assert leaky == x.numel() * x.element_size()
-            for mode in ("eager", "compiled"):
+            for mode in ("eager", "auto"):
                 kernel.set_kernel_mode(mode)
                 for layer in (DSReLU(), DSReLU(negative_slope=-0.5)):
                     layer.set_progress(0.3)
@@ -213,7 +247,7 @@ def test_saves_no_more_bytes_than_leaky_relu(kernel_mode: None) -> None:
 
 def test_output_saving_gives_the_right_gradient_for_every_sign(kernel_mode: None) -> None:
     x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
-    for mode in ("eager", "compiled"):
+    for mode in ("eager", "auto"):
         kernel.set_kernel_mode(mode)
         for negative_slope in (1.0, 0.0, -0.5):
             x.grad = None
@@ -225,7 +259,7 @@ def test_output_saving_gives_the_right_gradient_for_every_sign(kernel_mode: None
 def test_outputs_are_not_views_so_in_place_use_fails_as_for_relu(kernel_mode: None) -> None:
     # The compiled path returned a view of its flat result: in-place use raised a
     # custom-Function view error instead of autograd's usual version-counter error.
-    for mode in ("eager", "compiled"):
+    for mode in ("eager", "auto"):
         kernel.set_kernel_mode(mode)
         x = torch.randn(2, 3, 8, 8, requires_grad=True)
         y = kernel.dsrelu(x * 1, torch.tensor(1.5), 1.0)
@@ -246,7 +280,7 @@ def test_a_failed_build_falls_back_to_eager_for_that_key_only(
         return build(key)
 
     monkeypatch.setattr(fused, "_build", no_bf16)
-    kernel.set_kernel_mode("compiled")
+    kernel.set_kernel_mode("auto")
     x = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16, requires_grad=True)
     slope = torch.tensor(2.0)
     with pytest.warns(RuntimeWarning) as caught:  # both directions are built together
@@ -263,9 +297,9 @@ def test_a_failed_build_falls_back_to_eager_for_that_key_only(
         for t in (x, x.float()):  # float32 still compiles
             y = kernel.dsrelu(t, slope, 1.0)
             y.backward(torch.ones_like(y))
-    cpu = torch.device("cpu")
-    assert set(fused._STATE.failed) == {(i, torch.bfloat16, cpu, _threads()) for i in (0, 1)}
-    assert set(fused._STATE.kernels) == {(i, torch.float32, cpu, _threads()) for i in (0, 1)}
+    cpu, serial = torch.device("cpu"), 1  # 96 elements: the serial kernels
+    assert set(fused._STATE.failed) == {(i, torch.bfloat16, cpu, serial) for i in (0, 1)}
+    assert set(fused._STATE.kernels) == {(i, torch.float32, cpu, serial) for i in (0, 1)}
 
 
 def test_slope_follows_progress_state_dict_and_dtype() -> None:

@@ -3,11 +3,12 @@
 A kernel is :func:`~dsrelu_lightning.nn.dsrelu_eager.dsrelu_formula` (forward) or
 :func:`~dsrelu_lightning.nn.dsrelu_eager.dsrelu_gradient_formula` (backward) over flat
 1-D inputs of symbolic length, traced with ``make_fx`` and compiled by
-``torch._inductor.compile`` once per :data:`KernelKey`. A dense tensor of any shape,
-rank or memory layout (contiguous, channels_last, ...) is passed as its flat view in
-storage order, and the result gets the input's strides back, so one kernel serves every
-shape, layout, slope and grad mode: no guard, no recompilation, and a call costs one
-Python call into the generated code (C++/OpenMP on CPU, Triton on CUDA).
+``torch._inductor.compile`` once per :data:`KernelKey`. It only walks storage, so a
+dense tensor of any shape, rank or memory layout (contiguous, channels_last, ...) is
+handed over as it is (on CPU the generated C++ kernel is called with an output made by
+``empty_like``; elsewhere as flat views, the result re-strided), and one kernel serves
+every shape, layout, slope and grad mode: no guard, no recompilation. On CPU a tensor
+of ATen's grain size or more runs a parallel kernel, a smaller one a serial kernel.
 
 Each kernel is checked against the eager kernel on a fixed vector when built; a build
 that fails (no C++ compiler or Triton, a mismatch) makes that key use the eager kernel,
@@ -18,11 +19,14 @@ specialises sizes 0 and 1) and at most 2**31 - 1 (Triton's int32 indexing).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,41 +41,86 @@ from dsrelu_lightning.nn.dsrelu_eager import (
 
 __all__ = [
     "COMPILED_KERNEL_MIN_NUMEL",
+    "PARALLEL_MIN_NUMEL",
+    "FusedPlan",
     "KernelKey",
-    "fused_backward",
-    "fused_forward",
+    "fused_plan",
     "set_kernel_mode",
     "warm_up",
 ]
 
-COMPILED_KERNEL_MIN_NUMEL = 1 << 14
-"""Smaller tensors run the eager kernel in ``"auto"`` mode (measured crossover on CPU,
-docs/performance.md)."""
+COMPILED_KERNEL_MIN_NUMEL = 2
+"""The fewest elements a fused kernel takes (``make_fx`` specialises sizes 0 and 1).
+
+Alone in a loop, the eager kernel's three passes cost no more than a fused call below
+about 8,192 elements on CPU, but inside a network, with the caches holding the network's
+data, every extra dispatch costs several times more: the fused kernel at every size made
+a MobileNetV3-small step (most activations there are small) 1.018x ReLU's instead of
+1.045x (docs/performance.md)."""
+
+PARALLEL_MIN_NUMEL = 1 << 15
+"""CPU tensors from this many elements run a kernel parallel over torch's threads, smaller
+ones a serial kernel: where ATen's elementwise kernels split (``at::internal::GRAIN_SIZE``)."""
 
 KernelKey = tuple[int, torch.dtype, torch.device, int]
-"""(0 forward / 1 backward, input dtype, device, torch's CPU thread count or 0 on GPUs).
-
-Inductor's CPU code is generated for the thread count it was compiled under."""
+"""(0 forward / 1 backward, input dtype, device, threads: 0 on GPUs; on CPU 1 for the serial
+kernel, else the torch thread count the parallel kernel was generated for)."""
 
 _DEVICE_TYPES = ("cpu", "cuda")
 # float64 stays eager: make_fx turns its 0-dim CPU slope tensors into Python scalars,
 # which inductor's scalar pass then rejects (TensorifyScalarRestartAnalysis, torch 2.14).
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_MODES = ("auto", "compiled", "eager")
+_MODES = ("auto", "eager")
 _TRACE_NUMEL = 4099  # the traced length: any size above 1 (dynamo-style 0/1 specialisation)
 # Inductor's Triton kernels index with int32 when the traced size allows it and guard on
 # it; called without dynamo, that guard is ours to keep (C++ kernels index with int64).
 _MAX_NUMEL = 2**31 - 1
 
 
-class _Plan(NamedTuple):
-    """What a call needs, per (dtype, device, threads, negative_slope, inference mode):
-    looked up once per call instead of assembled from several lookups."""
+class FusedPlan:
+    """The fused kernels for one kind of call: (dtype, device, threads, negative_slope,
+    inference mode). Found once per forward by :func:`fused_plan`; the backward of that
+    call reuses it. ``run_forward``/``run_backward`` return None where the eager kernel
+    must run instead."""
 
-    forward: Callable[..., Tensor] | None  # None: the eager kernel
-    backward: Callable[..., Tensor] | None
-    negative: Tensor  # negative_slope as a 0-dim opmath tensor on the device
-    opmath: torch.dtype
+    __slots__ = ("backward", "forward", "negative", "opmath")
+
+    def __init__(
+        self,
+        forward: Callable[..., Tensor] | None,  # None: the eager kernel
+        backward: Callable[..., Tensor] | None,
+        negative: Tensor,  # negative_slope as a 0-dim opmath tensor on the device
+        opmath: torch.dtype,
+    ) -> None:
+        self.forward = forward
+        self.backward = backward
+        self.negative = negative
+        self.opmath = opmath
+
+    def run_forward(self, x: Tensor, slope: Tensor) -> Tensor | None:
+        """DSReLU of ``x`` in one pass, with ``x``'s strides (``slope``: 0-dim, any
+        floating dtype, used in opmath)."""
+        dense = x.is_contiguous() or _is_dense(x)  # (the common case without a call)
+        if self.forward is None or not dense or slope.device != x.device:
+            return None
+        if slope.dtype != self.opmath:
+            slope = slope.to(self.opmath)
+        return self.forward(x, slope, self.negative)
+
+    def run_backward(self, grad: Tensor, saved: Tensor, slope: Tensor) -> Tensor | None:
+        """The input gradient in one pass (None: ``grad`` not dense, or laid out unlike
+        ``saved``)."""
+        if (
+            self.backward is None
+            or grad.dtype != saved.dtype
+            or not (grad.stride() == saved.stride() or _same_order(grad, saved))
+            or not (grad.is_contiguous() or _is_dense(grad))
+            or slope.device != grad.device
+        ):
+            return None
+        if slope.dtype != self.opmath:
+            slope = slope.to(self.opmath)
+        return self.backward(grad, saved, slope, self.negative)
 
 
 class _FusedState:
@@ -83,13 +132,12 @@ class _FusedState:
         mode = os.environ.get("DSRELU_KERNEL", "auto").strip().lower()
         self.kernels: dict[KernelKey, Callable[..., Tensor]] = {}
         self.failed: dict[KernelKey, str] = {}
-        self.plans: dict[tuple[Any, ...], _Plan] = {}
+        self.plans: dict[tuple[Any, ...], FusedPlan] = {}
         self.set_mode(mode if mode in _MODES else "auto")
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
-        # Fewest elements a fused call needs (two: make_fx assumes a traced size above 1).
-        limits = {"auto": COMPILED_KERNEL_MIN_NUMEL, "compiled": 2, "eager": 1 << 62}
+        limits = {"auto": COMPILED_KERNEL_MIN_NUMEL, "eager": 1 << 62}
         self.min_numel = limits[mode]
         if self.failed:  # retry them: their plans hold the eager kernel
             self.failed.clear()
@@ -105,11 +153,11 @@ _STATE = _FusedState()
 
 
 def set_kernel_mode(mode: str) -> None:
-    """Choose the kernel: ``"auto"`` (default; env ``DSRELU_KERNEL``), ``"compiled"``, ``"eager"``.
+    """Choose the kernel: ``"auto"`` (default; env ``DSRELU_KERNEL``) or ``"eager"``.
 
     ``"auto"`` uses the fused kernels for dense float16/bfloat16/float32 CPU/CUDA
-    tensors of :data:`COMPILED_KERNEL_MIN_NUMEL` to 2**31 - 1 elements; ``"compiled"``
-    from 2 elements (tests); ``"eager"`` never. Forgets earlier build failures.
+    tensors of :data:`COMPILED_KERNEL_MIN_NUMEL` to 2**31 - 1 elements, ``"eager"``
+    never. Forgets earlier build failures.
     """
     if mode not in _MODES:
         raise ValueError(f"DSReLU kernel mode must be one of {_MODES}, got {mode!r}")
@@ -152,9 +200,28 @@ def _same_order(a: Tensor, b: Tensor) -> bool:
     return all(x == y for size, x, y in dims if size != 1)
 
 
+def _threads(t: Tensor) -> int:
+    """The ``threads`` of the kernel that serves ``t`` (see :data:`KernelKey`)."""
+    if t.device.type != "cpu":
+        return 0
+    return torch.get_num_threads() if t.numel() >= PARALLEL_MIN_NUMEL else 1
+
+
 def _key(index: int, t: Tensor) -> KernelKey:
-    threads = torch.get_num_threads() if t.device.type == "cpu" else 0
-    return (index, t.dtype, t.device, threads)
+    return (index, t.dtype, t.device, _threads(t))
+
+
+def _threading(threads: int) -> contextlib.AbstractContextManager[Any]:
+    """Inductor settings that make a CPU kernel serial (1) or parallel over ``threads``.
+
+    Left to itself, inductor parallelises a loop only if its *size hint* gives each thread
+    enough work, and a kernel in its FX graph cache (keyed without hints) may have been
+    compiled for another caller's hint: the forward kernel once came back serial from a
+    1,000-element compilation of the same formula and ran on one of two threads.
+    """
+    if threads == 0:  # GPU
+        return contextlib.nullcontext()
+    return torch._inductor.config.patch({"cpp.threads": threads, "cpp.min_chunk_size": 1})
 
 
 def _check_vector(dtype: torch.dtype, device: torch.device, finite: bool) -> Tensor:
@@ -165,40 +232,80 @@ def _check_vector(dtype: torch.dtype, device: torch.device, finite: bool) -> Ten
 
 
 def _build(key: KernelKey) -> Callable[..., Tensor]:
-    """Trace, compile and check one kernel (raises on any failure)."""
+    """Trace, compile and check one kernel (raises on any failure).
+
+    The result takes the formula's arguments at their own shape and layout (the tensors
+    dense and laid out alike) and returns a new tensor with the first one's strides.
+    """
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    index, dtype, device, _ = key
+    index, dtype, device, threads = key
     opmath = opmath_dtype(dtype)
     formula = (dsrelu_formula, dsrelu_gradient_formula)[index]
     tensors = [torch.zeros(_TRACE_NUMEL, dtype=dtype, device=device) for _ in range(index + 1)]
     scalars = [torch.ones((), dtype=opmath, device=device) for _ in range(2)]
     graph = make_fx(formula, tracing_mode="symbolic")(*tensors, *scalars)
     inputs = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
-    compiled = torch._inductor.compile(graph, inputs)
+    with _threading(threads):
+        compiled = torch._inductor.compile(graph, inputs)
     direct = _direct_call(compiled, device)
     if direct is not None:
         try:
             _check(direct, index, dtype, device)
             return direct
-        except Exception:  # inductor's calling convention changed: keep its wrappers
+        except Exception:  # inductor's generated code changed: keep its wrappers
             pass
-    _check(compiled, index, dtype, device)
-    return compiled
+    wrapped = _through_flat_views(compiled, index + 1)
+    _check(wrapped, index, dtype, device)
+    return wrapped
+
+
+# The one kernel call in inductor's generated ``call``: ``cpp_fused_...(arg0_1, ..., buf0, s9)``.
+_KERNEL_CALL = re.compile(r"^\s*(cpp_fused_\w+)\(([\w, ]*)\)\s*$", re.MULTILINE)
 
 
 def _direct_call(compiled: Any, device: torch.device) -> Callable[..., Tensor] | None:
-    """On CPU, inductor's generated ``call`` without AOTAutograd's runtime wrappers (they
-    cost several microseconds per call: more than the kernel on small activations, and
-    nothing they do applies here: no grad, no mutation, no alias; the C++ kernels load
-    and store unaligned). On CUDA the wrappers stay: they copy misaligned inputs, which
-    Triton kernels assume aligned."""
+    """On CPU, the C++ kernel inductor generated, called with an output allocated like the
+    first input (``empty_like`` keeps a dense tensor's strides), so that no flat view, no
+    re-striding and none of the generated ``call``'s or AOTAutograd's wrappers run: a call
+    then costs what ``torch.relu``'s does. Used only where the generated code is the shape
+    this expects: one kernel taking the inputs in order, the output, then the length
+    (else None: the wrapped function). On CUDA the wrappers stay: they copy misaligned
+    inputs, which Triton kernels assume aligned."""
     call = getattr(compiled, "current_callable", None)
-    if device.type != "cpu" or not callable(call):
+    module = inspect.getmodule(call) if callable(call) else None
+    path = getattr(module, "__file__", None)
+    if device.type != "cpu" or path is None:
+        return None
+    with open(path, encoding="utf-8") as source:
+        calls = _KERNEL_CALL.findall(source.read())
+    if len(calls) != 1:
+        return None
+    name, arguments = calls[0]
+    *inputs, output, length = (argument.strip() for argument in arguments.split(","))
+    expected = [f"arg{position}_1" for position in range(len(inputs))]
+    kernel = getattr(module, name, None)
+    if inputs != expected or output != "buf0" or not re.fullmatch(r"s\d+", length):
+        return None
+    if not callable(kernel):
         return None
 
     def run(*tensors: Tensor) -> Tensor:
-        return call(list(tensors))[0]
+        out = torch.empty_like(tensors[0])
+        kernel(*tensors, out, out.numel())
+        return out
+
+    run.generated_code = path  # type: ignore[attr-defined]  # (tests read it)
+    return run
+
+
+def _through_flat_views(compiled: Callable[..., Tensor], count: int) -> Callable[..., Tensor]:
+    """``compiled`` (over 1-D inputs) applied to the first ``count`` arguments' flat views,
+    its result given the first argument's shape and strides."""
+
+    def run(*arguments: Tensor) -> Tensor:
+        flat = [_flat(t) for t in arguments[:count]]
+        return _restrided(compiled(*flat, *arguments[count:]), arguments[0])
 
     return run
 
@@ -255,73 +362,53 @@ def _flat(t: Tensor) -> Tensor:
     return t.as_strided((t.numel(),), (1,))
 
 
-def _plan(t: Tensor, negative_slope: float) -> _Plan:
-    """The plan for ``t``'s kind of call (made, and its kernels built, on first use)."""
+def _restrided(flat: Tensor, like: Tensor) -> Tensor:
+    """A kernel's new 1-D result given ``like``'s shape and strides in place: not a view,
+    so in-place ops on it stay allowed (and autograd's version check applies)."""
+    return flat.as_strided_(like.shape, like.stride())
+
+
+def fused_plan(t: Tensor, negative_slope: float) -> FusedPlan | None:
+    """The plan for a DSReLU call on ``t`` (made, and its kernels built, on first use);
+    None where its size calls for the eager kernel (see :func:`set_kernel_mode`).
+
+    Runs on every call: one dictionary lookup, no helper calls.
+    """
+    numel = t.numel()
+    if not _STATE.min_numel <= numel <= _MAX_NUMEL:
+        return None
+    device = t.device
+    if device.type != "cpu":
+        threads = 0
+    elif numel >= PARALLEL_MIN_NUMEL:
+        threads = torch.get_num_threads()
+    else:
+        threads = 1
     # float.hex tells -0.0 from 0.0, and a NaN matches itself.
     inference = torch.is_inference_mode_enabled()
-    key = (t.dtype, t.device, torch.get_num_threads(), float(negative_slope).hex(), inference)
+    key = (t.dtype, device, threads, float(negative_slope).hex(), inference)
     plan = _STATE.plans.get(key)
     if plan is None:
         opmath = opmath_dtype(t.dtype)
-        fusable = t.dtype in _DTYPES and t.device.type in _DEVICE_TYPES
+        fusable = t.dtype in _DTYPES and device.type in _DEVICE_TYPES
         forward, backward = (_kernel(0, t), _kernel(1, t)) if fusable else (None, None)
         # Created in the current inference mode, as DSReLU's slope is.
-        negative = torch.tensor(negative_slope, dtype=opmath, device=t.device)
-        plan = _STATE.plans[key] = _Plan(forward, backward, negative, opmath)
+        negative = torch.tensor(negative_slope, dtype=opmath, device=device)
+        plan = _STATE.plans[key] = FusedPlan(forward, backward, negative, opmath)
     return plan
 
 
-def _shaped_like(flat: Tensor, like: Tensor) -> Tensor:
-    """``flat`` with ``like``'s shape and strides; not a view (in-place ops stay allowed)."""
-    return flat.as_strided(like.shape, like.stride()).detach()
-
-
-def fused_forward(x: Tensor, slope: Tensor, negative_slope: float) -> Tensor | None:
-    """DSReLU of ``x`` in one pass, with ``x``'s strides; None where the eager kernel runs.
-
-    ``slope`` is a 0-dim tensor on ``x``'s device (any floating dtype; used in opmath).
-    """
-    if not _STATE.min_numel <= x.numel() <= _MAX_NUMEL:
-        return None
-    plan = _plan(x, negative_slope)
-    if plan.forward is None or slope.device != x.device or not _is_dense(x):
-        return None
-    if slope.dtype != plan.opmath:
-        slope = slope.to(plan.opmath)
-    return _shaped_like(plan.forward(_flat(x), slope, plan.negative), x)
-
-
-def fused_backward(
-    grad: Tensor, saved: Tensor, slope: Tensor, negative_slope: float
-) -> Tensor | None:
-    """The input gradient in one pass; None where the eager kernel runs (``grad`` laid
-    out unlike ``saved``, or not dense)."""
-    if not _STATE.min_numel <= grad.numel() <= _MAX_NUMEL:
-        return None
-    plan = _plan(grad, negative_slope)
-    if (
-        plan.backward is None
-        or grad.dtype != saved.dtype
-        or slope.device != grad.device
-        or not _same_order(grad, saved)
-        or not _is_dense(grad)
-    ):
-        return None
-    if slope.dtype != plan.opmath:
-        slope = slope.to(plan.opmath)
-    result = plan.backward(_flat(grad), _flat(saved), slope, plan.negative)
-    return _shaped_like(result, grad)
-
-
 def warm_up(device: torch.device | str, dtype: torch.dtype) -> None:
-    """Build the forward and backward kernels for ``dtype`` on ``device`` now.
+    """Build the forward and backward kernels for ``dtype`` on ``device`` now (on a CPU
+    with several threads, a serial and a parallel kernel each way).
 
     Otherwise the first large DSReLU call builds them (about a second each, from
     inductor's disk cache after the first time), e.g. inside the first timed epoch.
     They then serve every shape, rank, layout and grad mode. Does nothing where the
     eager kernel would run anyway (mode ``"eager"``, other devices or dtypes).
     """
-    probe = torch.empty(COMPILED_KERNEL_MIN_NUMEL, dtype=dtype, device=device)
-    if _fusable(probe):
-        for index in (0, 1):
-            _kernel(index, probe)
+    for numel in (COMPILED_KERNEL_MIN_NUMEL, PARALLEL_MIN_NUMEL):  # serial and parallel
+        probe = torch.empty(numel, dtype=dtype, device=device)
+        if _fusable(probe):
+            for index in (0, 1):
+                _kernel(index, probe)

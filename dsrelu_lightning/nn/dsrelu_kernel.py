@@ -26,8 +26,7 @@ from dsrelu_lightning.nn.dsrelu_eager import (
 from dsrelu_lightning.nn.dsrelu_fused import (
     COMPILED_KERNEL_MIN_NUMEL,
     KernelKey,
-    fused_backward,
-    fused_forward,
+    fused_plan,
     set_kernel_mode,
     warm_up,
 )
@@ -55,22 +54,22 @@ class _DSReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, slope: Tensor, negative_slope: float) -> Tensor:
-        y = fused_forward(x, slope, negative_slope)
+        plan = fused_plan(x, negative_slope)
+        y = None if plan is None else plan.run_forward(x, slope)
         if y is None:
             y = dsrelu_forward_eager(x, slope, negative_slope)
         # y > 0 exactly where x > 0 when the negative side does not flip signs.
         ctx.save_for_backward(y if negative_slope >= 0 else x)
-        ctx.slope = slope
-        ctx.negative_slope = negative_slope
+        ctx.slope, ctx.negative_slope, ctx.plan = slope, negative_slope, plan
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (saved,) = ctx.saved_tensors
-        slope, negative_slope = ctx.slope, ctx.negative_slope
+        slope, negative_slope, plan = ctx.slope, ctx.negative_slope, ctx.plan
         if torch.is_grad_enabled():  # create_graph: keep the backward differentiable
             return dsrelu_gradient_formula(grad, saved, slope, negative_slope), None, None
-        grad_input = fused_backward(grad, saved, slope, negative_slope)
+        grad_input = None if plan is None else plan.run_backward(grad, saved, slope)
         if grad_input is None:
             grad_input = dsrelu_backward_eager(grad, saved, slope, negative_slope)
         return grad_input, None, None
