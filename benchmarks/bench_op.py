@@ -1,7 +1,7 @@
 """Target 1: DSReLU forward+backward vs F.leaky_relu, and the bytes each saves for backward.
 
     python benchmarks/bench_op.py [--shape 64 64 32 32] [--repeats 60] [--threads N]
-                                  [--context] [--best-of K] [--inputs N]
+                                  [--context] [--best-of K] [--inputs N] [--default-malloc]
 
 Times ``y = act(x); y.backward(g)`` in eager mode, as users call the module, round-robin
 against ``F.leaky_relu(x, 0.01)`` on the same tensors, for float32 and bfloat16 inputs,
@@ -16,7 +16,9 @@ Each call takes the next of ``--inputs`` (4) input tensors, as a network hands e
 activation a fresh tensor. With one tensor reused by every call (``--inputs 1``, the
 method before issue #23), LeakyReLU's backward re-reads its input ``x`` while it is still
 in cache from the last call, whereas DSReLU (like ``nn.ReLU``) reads the output it saved:
-a cache artifact worth about 8% at 64x64x32x32 float32 that no network sees.
+a cache artifact worth about 8% at 64x64x32x32 float32 that no network sees. As in
+``bench_step.py``, freed memory stays in the process for every candidate
+(``profiling.steady_malloc``) unless ``--default-malloc``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dsrelu_lightning.profiling import (
     machine_description,
     ratio_summary,
     saved_tensor_bytes,
+    steady_malloc,
 )
 
 TARGET_RATIO = 1.05
@@ -165,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", action="store_true", help="also time the slow paths")
     parser.add_argument("--best-of", type=int, default=1, help="runs per round, fastest kept")
     parser.add_argument("--inputs", type=int, default=4, help="input tensors used in turn")
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's trimming heap")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"machine: {machine_description()}")
+    print(f"allocator: {'glibc default' if args.default_malloc else steady_malloc()}")
     for index, (dtype, layout) in enumerate(CASES):
         if layout == torch.channels_last and len(args.shape) != 4:
             continue  # channels_last is a 4-D layout

@@ -2,15 +2,15 @@
 
     python benchmarks/bench_step.py [--network resnet34 resnet18 mobilenet_v3_small]
                                     [--repeats 30] [--threads N] [--bf16] [--channels-last]
-                                    [--batch N] [--best-of K] [--control]
+                                    [--batch N] [--best-of K] [--control] [--default-malloc]
 
 Networks: torchvision's ``resnet34``, ``resnet18`` and ``mobilenet_v3_small`` (random
 weights, nothing downloaded) on batches of 32 of 3x32x32 in 100 classes; ``digits`` and
 ``cifar`` are the project's ResNet-34 (``build_resnet34``) on configs/digits.yaml's
 batches (64 of 1x8x8, 3x3 stem) and on CIFAR-sized ones (the paper's ImageNet stem).
-In a torchvision network every ``nn.ReLU`` and ``nn.Hardswish`` module is replaced by the
-activation under test, for both candidates alike (torchvision's BasicBlock calls its one
-``relu`` module twice: that module then serves both call sites).
+In a torchvision network every activation call site gets its own module of the activation
+under test (``replace_activations``, as ``Classifier(backbone=...)`` does: ReLU and
+Hardswish sites, gates kept), for both candidates alike.
 
 A step is forward, cross-entropy, backward and a fused Adam step (under bf16 autocast
 with ``--bf16``). Per network, DSReLU's kernels are built first, as ``SlopeScheduler``
@@ -20,7 +20,10 @@ Printed: the DSReLU/ReLU step ratio (median, min, max; target <= 1.03) and each
 candidate's slowest timed step / its median (stalls; target <= 1.5). ``--best-of K``
 times K steps per candidate and round and keeps the fastest for the ratio (for a machine
 other jobs share; every step still counts for the stall figure); ``--control`` also
-times a second ReLU network against the first: the noise floor of the ratio.
+times a second ReLU network against the first: the noise floor of the ratio. Each
+candidate's page faults per timed step are printed: glibc's heap trimming makes them
+come and go between steps and candidates, so the benchmark first keeps freed memory in
+the process for all candidates (``profiling.steady_malloc``; ``--default-malloc`` skips it).
 """
 
 from __future__ import annotations
@@ -40,8 +43,15 @@ from torch import Tensor, nn
 
 from dsrelu_lightning.nn.activations import build_activation, dsrelu_modules
 from dsrelu_lightning.nn.dsrelu_kernel import warm_up
+from dsrelu_lightning.nn.replace import replace_activations
 from dsrelu_lightning.nn.resnet import build_resnet34
-from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
+from dsrelu_lightning.profiling import (
+    interleaved_timings,
+    machine_description,
+    minor_page_faults,
+    ratio_summary,
+    steady_malloc,
+)
 
 TARGET_RATIO = 1.03
 TARGET_STALL = 1.5
@@ -67,26 +77,6 @@ WORKLOADS = {
 
 TORCHVISION = ("resnet34", "resnet18", "mobilenet_v3_small")
 TORCHVISION_WORKLOAD = Workload(32, 3, 32, 100, "torchvision")
-_ACTIVATION_MODULES = (nn.ReLU, nn.Hardswish)
-
-
-def with_activation(model: nn.Module, activation: str) -> nn.Module:
-    """``model`` with every ``nn.ReLU``/``nn.Hardswish`` module replaced by a new
-    ``activation`` module, in place, and in-place dropout made out-of-place.
-
-    ReLU and DSReLU save their output for backward, so MobileNetV3's
-    ``Dropout(inplace=True)`` after its classifier's Hardswish must not overwrite it.
-    Swap for ``dsrelu_lightning.nn.replace.replace_activations(model, activation)`` (one
-    module per call site) once that is on this branch: :func:`build_network` calls it.
-    """
-    for name, child in model.named_children():
-        if isinstance(child, _ACTIVATION_MODULES):
-            setattr(model, name, build_activation(activation))
-        elif isinstance(child, nn.Dropout):
-            child.inplace = False
-        else:
-            with_activation(child, activation)
-    return model
 
 
 def build_network(
@@ -103,7 +93,7 @@ def build_network(
     else:
         workload = TORCHVISION_WORKLOAD
         model = getattr(torchvision.models, name)(weights=None, num_classes=workload.classes)
-        model = with_activation(model, activation)
+        model = replace_activations(model, activation)
     return model, replace(workload, batch=batch or workload.batch)
 
 
@@ -167,13 +157,20 @@ def _timed(step: Callable[[], None], device: torch.device) -> float:
 
 
 def _best_of(
-    step: Callable[[], None], device: torch.device, count: int, every: list[float]
+    step: Callable[[], None],
+    device: torch.device,
+    count: int,
+    every: list[float],
+    faults: list[int],
 ) -> Callable[[], float]:
     """A round of ``count`` steps back to back reporting the fastest (each step's
-    seconds are appended to ``every``, for the stall figures)."""
+    seconds are appended to ``every``, for the stall figures; the round's page faults to
+    ``faults``)."""
 
     def run() -> float:
+        before = minor_page_faults()
         seconds = [_timed(step, device) for _ in range(count)]
+        faults.append(minor_page_faults() - before)
         every.extend(seconds)
         return min(seconds)
 
@@ -203,13 +200,13 @@ def compare_network(
     if bf16:
         warm_up(device, torch.float32)
     kernels_s = time.perf_counter() - start
-    rounds, first, every = {}, {}, {}
+    rounds, first, every, faults = {}, {}, {}, {}
     for activation in ("relu", "dsrelu", "relu_control")[: 3 if control else 2]:
         model, workload = build_network(name, activation.removesuffix("_control"), batch)
         step = make_step(model, workload, device, bf16, channels_last)
         first[activation] = [_timed(step, device) for _ in range(WARM_UP_STEPS)]
-        every[activation] = []
-        rounds[activation] = _best_of(step, device, best_of, every[activation])
+        every[activation], faults[activation] = [], []
+        rounds[activation] = _best_of(step, device, best_of, every[activation], faults[activation])
     times = interleaved_timings(rounds, repeats, warmup=0)
     ratio = ratio_summary(times, "dsrelu", "relu")
     stall = {act: max(t) / statistics.median(t) for act, t in every.items()}
@@ -223,6 +220,11 @@ def compare_network(
         "  slowest timed step / median: "
         + ", ".join(f"{act} {value:.2f}x" for act, value in stall.items())
         + f"  target <= {TARGET_STALL}"
+    )
+    steps = repeats * best_of
+    print(
+        "  page faults per timed step: "
+        + ", ".join(f"{act} {sum(counts) / steps:.0f}" for act, counts in faults.items())
     )
     print(
         "  first steps (untimed): "
@@ -246,11 +248,17 @@ def main(argv: list[str] | None = None) -> int:
         "--best-of", type=int, default=1, help="steps per round and candidate, fastest kept"
     )
     parser.add_argument("--control", action="store_true", help="also time ReLU against itself")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's trimming heap (page faults come and go; see steady_malloc)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"machine: {machine_description()}")
+    print(f"allocator: {'glibc default' if args.default_malloc else steady_malloc()}")
     for name in args.network:
         compare_network(
             name,
