@@ -370,23 +370,13 @@ def _restrided(flat: Tensor, like: Tensor) -> Tensor:
 
 def fused_plan(t: Tensor, negative_slope: float) -> FusedPlan | None:
     """The plan for a DSReLU call on ``t`` (made, and its kernels built, on first use);
-    None where its size calls for the eager kernel (see :func:`set_kernel_mode`).
-
-    Runs on every call: one dictionary lookup, no helper calls.
-    """
-    numel = t.numel()
-    if not _STATE.min_numel <= numel <= _MAX_NUMEL:
+    None where its size calls for the eager kernel (see :func:`set_kernel_mode`)."""
+    if not _STATE.min_numel <= t.numel() <= _MAX_NUMEL:
         return None
     device = t.device
-    if device.type != "cpu":
-        threads = 0
-    elif numel >= PARALLEL_MIN_NUMEL:
-        threads = torch.get_num_threads()
-    else:
-        threads = 1
     # float.hex tells -0.0 from 0.0, and a NaN matches itself.
     inference = torch.is_inference_mode_enabled()
-    key = (t.dtype, device, threads, float(negative_slope).hex(), inference)
+    key = (t.dtype, device, _threads(t), float(negative_slope).hex(), inference)
     plan = _STATE.plans.get(key)
     if plan is None:
         opmath = opmath_dtype(t.dtype)
