@@ -34,6 +34,15 @@ def kernel_mode() -> Iterator[None]:
 
 
 @pytest.fixture
+def two_threads() -> Iterator[None]:
+    """Torch on 2 threads (the parallel kernels need more than one), as before afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fresh_kernels(kernel_mode: None) -> Iterator[None]:
     """No fused kernel built and no dynamo cache entry yet; torch's counters at zero."""
     torch._dynamo.reset()
@@ -96,6 +105,7 @@ def test_eager_kernels_equal_the_formula_bit_for_bit(
 @pytest.mark.parametrize("channels", [8, 32])  # 8,192 and 32,768 elements: serial, parallel
 def test_compiled_kernel_equals_eager_kernel_bit_for_bit(
     kernel_mode: None,
+    two_threads: None,
     dtype: torch.dtype,
     layout: torch.memory_format,
     negative_slope: float,
@@ -116,7 +126,8 @@ def test_compiled_kernel_equals_eager_kernel_bit_for_bit(
         results[mode] = (y.detach(), leaf.grad)
     assert torch.equal(results["eager"][0], results["auto"][0])
     assert torch.equal(results["eager"][1], results["auto"][1])
-    assert {(0, dtype), (1, dtype)} <= {key[:2] for key in fused._STATE.kernels}
+    threads = 2 if channels == 32 else 1  # the parallel kernel from 32,768 elements
+    assert {(i, dtype, torch.device("cpu"), threads) for i in (0, 1)} <= set(fused._STATE.kernels)
     assert not fused._STATE.failed
 
 
@@ -168,7 +179,7 @@ def test_one_kernel_pair_per_dtype_serves_every_rank_layout_size_and_mode(
 
 
 def test_kernels_run_on_torchs_threads_as_aten_does_whatever_inductor_cached(
-    fresh_kernels: None,
+    fresh_kernels: None, two_threads: None
 ) -> None:
     # Inductor parallelises a loop only if its size hint promises each thread enough
     # work, and its FX graph cache ignores hints: the forward kernel once came back serial
@@ -177,26 +188,42 @@ def test_kernels_run_on_torchs_threads_as_aten_does_whatever_inductor_cached(
     # part of its inductor settings: serial below ATen's grain size, parallel from it.
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        scalars = [torch.ones(()), torch.ones(())]
-        graph = make_fx(kernel.dsrelu_formula, tracing_mode="symbolic")(torch.zeros(1000), *scalars)
-        inputs = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
-        torch._inductor.compile(graph, inputs)  # the same formula, a small hint
-        fused.warm_up("cpu", torch.float32)
-        large, small = torch.randn(fused.PARALLEL_MIN_NUMEL), torch.randn(100)
-        assert fused._key(0, large)[3] == 2 and fused._key(0, small)[3] == 1
-        cpu = torch.device("cpu")
-        for index in (0, 1):
-            code = {}
-            for variant in (1, 2):
-                built = fused._STATE.kernels[(index, torch.float32, cpu, variant)]
-                code[variant] = Path(built.generated_code).read_text()
-            assert "#pragma omp parallel" not in code[1]
-            assert "#pragma omp parallel num_threads(2)" in code[2]
-    finally:
-        torch.set_num_threads(threads)
+    scalars = [torch.ones(()), torch.ones(())]
+    graph = make_fx(kernel.dsrelu_formula, tracing_mode="symbolic")(torch.zeros(1000), *scalars)
+    inputs = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
+    torch._inductor.compile(graph, inputs)  # the same formula, a small hint
+    fused.warm_up("cpu", torch.float32)
+    large, small = torch.randn(fused.PARALLEL_MIN_NUMEL), torch.randn(100)
+    assert fused._key(0, large)[3] == 2 and fused._key(0, small)[3] == 1
+    cpu = torch.device("cpu")
+    for index in (0, 1):
+        code = {}
+        for variant in (1, 2):
+            built = fused._STATE.kernels[(index, torch.float32, cpu, variant)]
+            code[variant] = Path(built.generated_code).read_text()
+        assert "#pragma omp parallel" not in code[1]
+        assert "#pragma omp parallel num_threads(2)" in code[2]
+
+
+def test_inputs_the_raw_pointer_kernels_cannot_take_run_the_eager_kernel(
+    fresh_kernels: None,
+) -> None:
+    # The CPU kernels get raw pointers and read slope[0]: a slope that is not 0-dim read
+    # a null pointer (empty: the process died) or used its first element everywhere; a
+    # FakeTensor has no memory at all. The eager kernel's broadcasting rules apply instead.
+    fused.warm_up("cpu", torch.float32)
+    x = torch.randn(100)
+    with pytest.raises(RuntimeError, match="must match the size"):
+        kernel.dsrelu(x, torch.empty(0), 0.5)
+    per_element = torch.full((100,), 2.0)
+    per_element[0] = 3.0
+    y = kernel.dsrelu(x, per_element, 0.5)
+    assert torch.equal(y, torch.where(x > 0, x * per_element, 0.5 * x))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = kernel.dsrelu(torch.randn(4, 100), torch.tensor(1.5), 1.0)
+    assert fake.shape == (4, 100) and not fused._STATE.failed
 
 
 def test_sizes_outside_the_kernels_assumptions_take_the_eager_kernel(kernel_mode: None) -> None:

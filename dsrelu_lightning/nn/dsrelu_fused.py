@@ -98,24 +98,28 @@ class FusedPlan:
         self.opmath = opmath
 
     def run_forward(self, x: Tensor, slope: Tensor) -> Tensor | None:
-        """DSReLU of ``x`` in one pass, with ``x``'s strides (``slope``: 0-dim, any
-        floating dtype, used in opmath)."""
+        """DSReLU of ``x`` in one pass, with ``x``'s strides; None unless ``x`` is dense
+        and ``slope`` a 0-dim tensor on its device (any floating dtype, used in opmath).
+
+        The kernels take raw pointers: every fact they rely on is checked here."""
         dense = x.is_contiguous() or _is_dense(x)  # (the common case without a call)
-        if self.forward is None or not dense or slope.device != x.device:
+        if self.forward is None or not dense or slope.dim() or slope.device != x.device:
             return None
         if slope.dtype != self.opmath:
             slope = slope.to(self.opmath)
         return self.forward(x, slope, self.negative)
 
     def run_backward(self, grad: Tensor, saved: Tensor, slope: Tensor) -> Tensor | None:
-        """The input gradient in one pass (None: ``grad`` not dense, or laid out unlike
-        ``saved``)."""
+        """The input gradient in one pass; None unless ``grad`` is dense and ``saved``
+        matches it in dtype, shape, device and element order (``slope`` as for forward)."""
         if (
             self.backward is None
             or grad.dtype != saved.dtype
+            or grad.shape != saved.shape
             or not (grad.stride() == saved.stride() or _same_order(grad, saved))
             or not (grad.is_contiguous() or _is_dense(grad))
-            or slope.device != grad.device
+            or slope.dim()
+            or not slope.device == grad.device == saved.device
         ):
             return None
         if slope.dtype != self.opmath:
@@ -370,8 +374,12 @@ def _restrided(flat: Tensor, like: Tensor) -> Tensor:
 
 def fused_plan(t: Tensor, negative_slope: float) -> FusedPlan | None:
     """The plan for a DSReLU call on ``t`` (made, and its kernels built, on first use);
-    None where its size calls for the eager kernel (see :func:`set_kernel_mode`)."""
+    None where the eager kernel runs: sizes outside the kernels' range (see
+    :func:`set_kernel_mode`), tensor subclasses, and under a dispatch mode (a FakeTensor's
+    or a tracer's tensors have no memory for a kernel to read)."""
     if not _STATE.min_numel <= t.numel() <= _MAX_NUMEL:
+        return None
+    if type(t) is not Tensor or torch._C._len_torch_dispatch_stack():
         return None
     device = t.device
     # float.hex tells -0.0 from 0.0, and a NaN matches itself.
