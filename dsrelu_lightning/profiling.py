@@ -150,8 +150,9 @@ def steady_malloc() -> str:
     ``mmap``. A training step that frees and reallocates its activations then pays
     thousands of page faults in some steps and none in others, depending on the order of
     earlier allocations: measured 0 to ~8,800 faults per ResNet-18 step, for ReLU as for
-    DSReLU, in one process. Benchmarks call this once, before any candidate, so every
-    candidate runs on the same steady allocator. Returns what it did, for the printout.
+    DSReLU, depending on the order the candidates were built in. Benchmarks call this
+    once, before any candidate, so every candidate runs on the same steady allocator.
+    Returns what it did, for the printout.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
