@@ -35,7 +35,7 @@ from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.cli.config_compare import changed_keys, config_difference
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.study import record
+from dsrelu_lightning.study import result_file
 from dsrelu_lightning.study.run.cell import cell_args, run_cell
 from dsrelu_lightning.study.run.grid import (
     Cell,
@@ -623,7 +623,7 @@ def test_early_stopped_cell_resumes_without_training_on(
         raise _KilledBeforeTheResult
 
     with monkeypatch.context() as patch:
-        patch.setattr(record, "atomic_write_json", killed)
+        patch.setattr(result_file, "atomic_write_json", killed)
         with pytest.raises(_KilledBeforeTheResult):
             main(command)
     cell_dir = tmp_path / "digits" / "relu" / "seed42" / "fold0"
