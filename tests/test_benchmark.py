@@ -707,6 +707,7 @@ def test_a_diverging_cell_is_recorded_and_not_retried(
     assert "relu/fold 0: diverged" in (tmp_path / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_backbones_are_a_grid_axis_compared_within_each_backbone(tmp_path: Path) -> None:
     output = tmp_path / "out"
     backbones = f"{SMALL_BACKBONE},tiny_nets.LateStemCNN"
@@ -758,6 +759,7 @@ def test_bad_backbone_axes_are_one_line_and_write_nothing(
     assert not output.exists()
 
 
+@pytest.mark.slow
 def test_a_grid_prints_one_line_per_cell_and_each_fit_prints_into_its_log(tmp_path: Path) -> None:
     output = tmp_path / "out"
     command = [sys.executable, "-m", "dsrelu_lightning", "benchmark", "--config", DIGITS_CONFIG]
