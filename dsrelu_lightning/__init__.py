@@ -1,7 +1,8 @@
 """dsrelu_lightning: train and honestly compare activation functions, built around DSReLU.
 
-The public names below are imported on first use (``dsrelu_lightning.lazy_exports``), so
-``python -m dsrelu_lightning --help`` answers without importing torch.
+The public names are the imports under ``TYPE_CHECKING`` below; each is imported on first use
+(``dsrelu_lightning.lazy_exports``), so ``python -m dsrelu_lightning --help`` answers without
+importing torch.
 """
 
 from __future__ import annotations
@@ -12,26 +13,7 @@ from dsrelu_lightning.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "ACTIVATIONS": "nn.activations",
-    "DSReLU": "nn.activations",
-    "build_activation": "nn.activations",
-    "dsrelu_slope": "nn.activations",
-    "ConfigurationError": "errors",
-    "TrainingDivergedError": "errors",
-    "UserFacingError": "errors",
-    "BNStalenessMonitor": "training.bn_staleness",
-    "EpochTimer": "training.callbacks",
-    "FiniteLossGuard": "training.callbacks",
-    "MetricsHistory": "training.callbacks",
-    "PreciseBN": "training.precise_bn",
-    "Classifier": "training.module",
-    "ResNetClassifier": "training.module",
-    "replace_activations": "nn.replace",
-    "SlopeScheduler": "training.slope_scheduler",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)
 
 if TYPE_CHECKING:
     from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError, UserFacingError

@@ -19,7 +19,7 @@ from jsonargparse import ArgumentParser
 
 from dsrelu_lightning.atomic import atomic_write_json
 from dsrelu_lightning.data.kfold import KFoldDataModule
-from dsrelu_lightning.study.record import RESULT_FILE
+from dsrelu_lightning.study.result_file import RESULT_FILE
 
 
 def sizes(config: dict) -> dict[str, int | None]:

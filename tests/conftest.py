@@ -202,6 +202,26 @@ class DDPRun:
     folder: Path
 
 
+DDP_FIT_TIMEOUT_S = 600
+"""The longest the session's DDP fit may take (starting DDP costs a minute on busy cores)."""
+
+
+SLOW_TEST_TIMEOUT_S = 600
+"""A slow test's timeout: above its subprocesses' own (300 s), so that theirs fail it cleanly."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on :func:`ddp_run` are slow, and the first one waits for the whole fit: they get
+    the fit's time on top of pyproject's per-test timeout (a fixture itself takes no marks).
+    Other slow tests get :data:`SLOW_TEST_TIMEOUT_S` unless they set their own."""
+    for item in items:
+        if "ddp_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.timeout(DDP_FIT_TIMEOUT_S + 300))
+        elif item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
 @pytest.fixture(scope="session")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> DDPRun:
     """A digits fit on 2 CPU processes (2 epochs of 2 batches, precise BN on), run once.
@@ -228,5 +248,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> DDPRun:
         "--precise_bn.enabled=true",
         "--precise_bn.num_batches=3",  # more than an epoch has: each rank uses its 2
     ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=folder)
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=DDP_FIT_TIMEOUT_S, cwd=folder
+    )
     return DDPRun(done, folder)

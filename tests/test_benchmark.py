@@ -35,7 +35,7 @@ from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.cli.config_compare import changed_keys, config_difference
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.study import record
+from dsrelu_lightning.study import result_file
 from dsrelu_lightning.study.run.cell import cell_args, run_cell
 from dsrelu_lightning.study.run.grid import (
     Cell,
@@ -623,7 +623,7 @@ def test_early_stopped_cell_resumes_without_training_on(
         raise _KilledBeforeTheResult
 
     with monkeypatch.context() as patch:
-        patch.setattr(record, "atomic_write_json", killed)
+        patch.setattr(result_file, "atomic_write_json", killed)
         with pytest.raises(_KilledBeforeTheResult):
             main(command)
     cell_dir = tmp_path / "digits" / "relu" / "seed42" / "fold0"
@@ -707,6 +707,7 @@ def test_a_diverging_cell_is_recorded_and_not_retried(
     assert "relu/fold 0: diverged" in (tmp_path / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_backbones_are_a_grid_axis_compared_within_each_backbone(tmp_path: Path) -> None:
     output = tmp_path / "out"
     backbones = f"{SMALL_BACKBONE},tiny_nets.LateStemCNN"
@@ -758,6 +759,7 @@ def test_bad_backbone_axes_are_one_line_and_write_nothing(
     assert not output.exists()
 
 
+@pytest.mark.slow
 def test_a_grid_prints_one_line_per_cell_and_each_fit_prints_into_its_log(tmp_path: Path) -> None:
     output = tmp_path / "out"
     command = [sys.executable, "-m", "dsrelu_lightning", "benchmark", "--config", DIGITS_CONFIG]

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 RATIO = r"\d+\.\d{3}x \(min \d+\.\d{3}, max \d+\.\d{3}, \d+ rounds"
@@ -32,6 +33,7 @@ def test_op_benchmark_prints_ratios_and_saved_bytes_per_case() -> None:
     assert out.count("(<=: True)") == 4
 
 
+@pytest.mark.slow
 def test_step_benchmark_prints_ratio_control_stalls_and_page_faults() -> None:
     args = ("--network", "resnet18", "--repeats", "2", "--batch", "2", "--threads", "1")
     out = _run("bench_step.py", *args, "--control", "--default-malloc")

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dsrelu_lightning.__main__ import main
 
 
+@pytest.mark.slow
 def test_fast_dev_run_as_a_user_types_it(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "dsrelu_lightning", "fit", "--config", DIGITS_CONFIG]
     cmd += ["--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)]

@@ -141,6 +141,7 @@ def test_pt2_export_of_the_last_checkpoint_reproduces_it_after_torch_export_load
     assert sidecar["checkpoint"]["path"] == str(small_fit.last)
 
 
+@pytest.mark.slow
 def test_resnet18_exports_to_both_formats(
     tmp_path_factory: pytest.TempPathFactory, digits: Tensor
 ) -> None:

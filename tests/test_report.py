@@ -15,9 +15,9 @@ from scipy import stats
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.atomic import atomic_write_json, atomic_write_text
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.study.record import CellRecord
-from dsrelu_lightning.study.report.significance import TEST_COLUMNS
 from dsrelu_lightning.study.report.summary import write_report
+from dsrelu_lightning.study.report.table_tests import TEST_COLUMNS
+from dsrelu_lightning.study.result_file import CellRecord
 
 LABELS = ("relu", "mish", "dsrelu", "dsrelu_75_30")
 SPLIT_SIZES = {"train": 1149, "val": 288, "test": 360}

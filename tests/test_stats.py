@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dsrelu_lightning.study.report.ranks import critical_difference, friedman_nemenyi
-from dsrelu_lightning.study.report.stats import compare_paired, holm, mean_std
+from dsrelu_lightning.study.report.hypothesis_tests import (
+    compare_paired,
+    critical_difference,
+    friedman_nemenyi,
+    holm,
+    mean_std,
+)
 
 A = [0.912, 0.897, 0.934, 0.905, 0.921]
 B = [0.903, 0.899, 0.917, 0.886, 0.915]

@@ -1,4 +1,5 @@
-"""One LightningDataModule per dataset, all on the shared k-fold base (imported on first use)."""
+"""One LightningDataModule per dataset, all on the shared k-fold base (imported on first use:
+the names are the imports under ``TYPE_CHECKING``, see ``dsrelu_lightning.lazy_exports``)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,7 @@ from typing import TYPE_CHECKING
 
 from dsrelu_lightning.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "CIFAR100DataModule": "cifar100",
-    "DigitsDataModule": "digits",
-    "KFoldDataModule": "kfold",
-    "MITBIHDataModule": "mitbih",
-    "MiniImageNetDataModule": "mini_imagenet",
-    "holdout_indices": "splits",
-    "kfold_indices": "splits",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)
 
 if TYPE_CHECKING:
     from dsrelu_lightning.data.cifar100 import CIFAR100DataModule

@@ -1,4 +1,5 @@
-"""The training layer: the LightningModule and its callbacks (imported on first use)."""
+"""The training layer: the LightningModule and its callbacks (imported on first use: the names
+are the imports under ``TYPE_CHECKING``, see ``dsrelu_lightning.lazy_exports``)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,7 @@ from typing import TYPE_CHECKING
 
 from dsrelu_lightning.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "BNStalenessMonitor": "bn_staleness",
-    "EpochTimer": "callbacks",
-    "FiniteLossGuard": "callbacks",
-    "MetricsHistory": "callbacks",
-    "PreciseBN": "precise_bn",
-    "Classifier": "module",
-    "ResNetClassifier": "module",
-    "SlopeScheduler": "slope_scheduler",
-    "default_callbacks": "defaults",
-    "deployment_network": "deployment",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)
 
 if TYPE_CHECKING:
     from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from dsrelu_lightning.data import DigitsDataModule
-from dsrelu_lightning.study.record import CellRecord
+from dsrelu_lightning.study.result_file import CellRecord
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "rereport"

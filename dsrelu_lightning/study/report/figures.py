@@ -1,4 +1,5 @@
-"""The report's figures: curves, val vs val_ema, BN staleness, the DSReLU slope, epoch times, CD.
+"""The report's figures/: curves, val vs val_ema, BN staleness, the DSReLU slope, epoch times,
+CD diagrams, one function each, and :func:`write_figures`, every table's set of them.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot state), so they
 render headless (Agg) without touching the global backend of a notebook or script.
@@ -16,8 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dsrelu_lightning.atomic import atomic_write_bytes
-from dsrelu_lightning.study.report.ranks import RankTest
-from dsrelu_lightning.study.report.stats import mean_std
+from dsrelu_lightning.study.report.hypothesis_tests import RankTest, mean_std
+from dsrelu_lightning.study.report.results import CellResult, group_tables
+from dsrelu_lightning.study.report.table_tests import ACROSS, rank_tests, repeated_rank_test
 
 __all__ = [
     "critical_difference_diagram",
@@ -28,6 +30,7 @@ __all__ = [
     "slope_curves",
     "stale_ratio_curves",
     "validation_curves",
+    "write_figures",
 ]
 
 History = Sequence[Mapping[str, float]]
@@ -208,3 +211,40 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list[Path]]:
+    """Each dataset's curves, val vs val_ema, BN staleness, slope, epoch times, CD diagrams
+    (one more over the labels with the most cells, see :func:`repeated_rank_test`)."""
+    written: dict[str, list[Path]] = {}
+    tables = group_tables(results)
+    ranks = rank_tests(tables)
+    for dataset, cells in tables.items():
+        histories = {label: [r.history for r in runs.values()] for label, runs in cells.items()}
+        times = {
+            label: [
+                float(r.data["mean_epoch_time_s"])
+                for r in runs.values()
+                if r.data.get("mean_epoch_time_s") is not None
+            ]
+            for label, runs in cells.items()
+        }
+        figures = {
+            "val_curves": validation_curves(histories, dataset),
+            "val_vs_val_ema": ema_curves(histories, dataset),
+            "bn_stale_ratio": stale_ratio_curves(histories, dataset),
+            "dsrelu_slope": slope_curves(histories, dataset),
+            "epoch_time": epoch_time_bars({k: v for k, v in times.items() if v}, dataset),
+            "cd_diagram": critical_difference_diagram(ranks[dataset], dataset, "cells"),
+        }
+        if repeated := repeated_rank_test(cells):
+            title = f"{dataset}, {len(repeated.labels)} labels"
+            figures["cd_diagram_repeated"] = critical_difference_diagram(repeated, title, "cells")
+        written[dataset] = [
+            save_png(figure, folder / f"{dataset.replace('/', '_')}_{name}.png")
+            for name, figure in figures.items()
+            if figure is not None
+        ]
+    if ACROSS in ranks and (figure := critical_difference_diagram(ranks[ACROSS], ACROSS, "tables")):
+        written[ACROSS] = [save_png(figure, folder / "across_tables_cd_diagram.png")]
+    return written

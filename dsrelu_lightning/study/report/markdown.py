@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dsrelu_lightning.study.report.stats import mean_std
+from dsrelu_lightning.study.report.hypothesis_tests import mean_std
 
 __all__ = [
     "as_text",

@@ -1,5 +1,5 @@
 """The cells of a benchmark output folder as the report reads them: each ``result.json``
-(a :class:`~dsrelu_lightning.study.record.CellRecord`) with its place, seed and history."""
+(a :class:`~dsrelu_lightning.study.result_file.CellRecord`) with its place, seed and history."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import PAPER_ACTIVATIONS
 from dsrelu_lightning.nn.backbones import DEFAULT_BACKBONE
-from dsrelu_lightning.study.record import RESULT_FILE, STAGE_METRICS, CellRecord
+from dsrelu_lightning.study.result_file import RESULT_FILE, STAGE_METRICS, CellRecord
 
 __all__ = [
     "HISTORY_FILE",

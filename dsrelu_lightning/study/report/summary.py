@@ -16,10 +16,11 @@ from typing import Any
 
 from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.study.report.bn_report import bn_statistics_lines
+from dsrelu_lightning.study.report.figures import write_figures
+from dsrelu_lightning.study.report.hypothesis_tests import mean_std
 from dsrelu_lightning.study.report.markdown import as_text, format_mean_std, format_value
 from dsrelu_lightning.study.report.markdown import markdown_table as _table
 from dsrelu_lightning.study.report.protocol import batch_limits, protocol_lines
-from dsrelu_lightning.study.report.report_figures import write_figures
 from dsrelu_lightning.study.report.results import (
     CellKey,
     CellResult,
@@ -31,15 +32,14 @@ from dsrelu_lightning.study.report.results import (
     load_results,
     table_names,
 )
-from dsrelu_lightning.study.report.significance import (
+from dsrelu_lightning.study.report.table_tests import (
     ACROSS,
     TEST_COLUMNS,
     comparisons,
     rank_tests,
     resolve_reference,
 )
-from dsrelu_lightning.study.report.significance_text import rank_lines, stats_section
-from dsrelu_lightning.study.report.stats import mean_std
+from dsrelu_lightning.study.report.table_tests_markdown import rank_lines, stats_section
 
 __all__ = ["render_markdown", "summary_rows", "write_report"]
 

@@ -29,15 +29,15 @@ from lightning.pytorch.cli import SaveConfigCallback
 from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.cli.config_compare import changed_keys, resolved, resolved_defaults
 from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
-from dsrelu_lightning.study.record import (
+from dsrelu_lightning.study.result_file import (
     RESULT_FILE,
     STAGE_METRICS,
 )
-from dsrelu_lightning.study.run.cell_record import cell_record, history_rows, stop_reason
 from dsrelu_lightning.study.run.console import CELL_LOG, output_to
 from dsrelu_lightning.study.run.grid import Cell
 from dsrelu_lightning.study.run.keys import KeepCheckpoints
 from dsrelu_lightning.study.run.lock import cell_lock, clear_folder
+from dsrelu_lightning.study.run.record_from_fit import cell_record, history_rows, stop_reason
 from dsrelu_lightning.training.selection import best_row
 
 __all__ = [

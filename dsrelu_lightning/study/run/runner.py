@@ -19,7 +19,7 @@ from dsrelu_lightning.cli.app import parse_config
 from dsrelu_lightning.cli.config_compare import resolved, resolved_defaults
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import build_activation
-from dsrelu_lightning.study.record import RESULT_FILE, CellRecord
+from dsrelu_lightning.study.result_file import RESULT_FILE, CellRecord
 from dsrelu_lightning.study.run.cell import (
     SAVED_CONFIG,
     CellOutcome,

@@ -10,7 +10,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import EarlyStopping
 
-from dsrelu_lightning.study.record import CellRecord, epoch_stages, run_context
+from dsrelu_lightning.study.result_file import CellRecord, epoch_stages, run_context
 from dsrelu_lightning.study.run.grid import Cell
 from dsrelu_lightning.study.run.keys import KeepCheckpoints
 from dsrelu_lightning.training.callbacks import MetricsHistory

@@ -1,5 +1,5 @@
 """The report's statistics: paired tests per comparison (summary_tests.csv) and rank tests
-(summary.md shows them: :mod:`~dsrelu_lightning.study.report.significance_text`).
+(summary.md shows them: :mod:`~dsrelu_lightning.study.report.table_tests_markdown`).
 
 Each cell's model is selected on its validation fold (lowest val/loss) and scored on the
 held-out test split: the test metrics are the answer, the validation ones the data that chose
@@ -15,7 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from dsrelu_lightning.study.report.ranks import RankTest, friedman_nemenyi
+from dsrelu_lightning.study.report.hypothesis_tests import (
+    PairedComparison,
+    RankTest,
+    compare_paired,
+    friedman_nemenyi,
+    holm,
+)
 from dsrelu_lightning.study.report.results import (
     CellResult,
     Cells,
@@ -23,7 +29,6 @@ from dsrelu_lightning.study.report.results import (
     group_tables,
     key_order,
 )
-from dsrelu_lightning.study.report.stats import PairedComparison, compare_paired, holm
 
 __all__ = [
     "ACROSS",

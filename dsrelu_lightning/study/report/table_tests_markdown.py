@@ -7,15 +7,15 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dsrelu_lightning.study.report.hypothesis_tests import RankTest
 from dsrelu_lightning.study.report.markdown import (
     format_interval,
     format_p,
     format_value,
     markdown_table,
 )
-from dsrelu_lightning.study.report.ranks import RankTest
 from dsrelu_lightning.study.report.results import Cells
-from dsrelu_lightning.study.report.significance import (
+from dsrelu_lightning.study.report.table_tests import (
     SCORED,
     TESTED_METRICS,
     comparison_rows,
