@@ -22,7 +22,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from dsrelu_lightning import ACTIVATIONS, ResNetClassifier
 from dsrelu_lightning.__main__ import COMMANDS
 from dsrelu_lightning.cli.app import build_cli
-from dsrelu_lightning.cli.noise import silence_third_party_noise
+from dsrelu_lightning.cli.errors import silence_third_party_noise
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.training import default_callbacks
 
