@@ -228,14 +228,19 @@ def _subcommand_help(name: str) -> dict[str, str]:
     if name == "fit":
         epilog = (
             "--ckpt_path FILE resumes from a checkpoint, --ckpt_path last from this "
-            "config's newest last.ckpt."
+            "config's newest last.ckpt"
         )
     else:
         epilog = (
             f"{name} needs --ckpt_path FILE or last (this config's newest last.ckpt), or "
             f"--ckpt_path {UNTRAINED} for freshly initialised weights; results go to "
-            "<run>/eval/<checkpoint>/."
+            "<run>/eval/<checkpoint>/"
         )
+    epilog += (
+        "; a group reads a file too (--trainer FILE, --checkpoint FILE, ...), "
+        "--trainer.callbacks.help CLASS lists a class's options (also .logger, .strategy, "
+        ".profiler, .plugins, .accelerator), --print_config every setting."
+    )
     return {"usage": usage, "epilog": epilog}
 
 

@@ -116,12 +116,15 @@ class CommandParser(argparse.ArgumentParser):
 
 
 _SENTENCE_END = re.compile(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.!?:])\s+(?=[A-Z`])|\n\s*\n")
+_MARKUP = re.compile(r"(?::\w+:)?``?([^`]+)``?")
+"""reST literals and roles (``x``, :func:`x`): plain text in a terminal."""
 
 
 def first_sentence(text: str) -> str:
-    """The first sentence (or paragraph) of a docstring-style help text, on one line."""
+    """The first sentence (or paragraph) of a docstring-style help text, on one line, without
+    reST markup."""
     head = _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
-    return " ".join(head.split())
+    return " ".join(_MARKUP.sub(r"\1", head).split())
 
 
 def activation_help() -> str:
@@ -135,18 +138,18 @@ def activation_help() -> str:
     )
     return (
         f"activation at every site, one of: {', '.join(ACTIVATIONS)} (case-insensitive); "
-        f"its keyword arguments go in --model.activation_args, DSReLU's (angles in degrees, "
-        f"the paper's defaults): {dsrelu_args}"
+        f"its arguments go in --model.activation_args, DSReLU's (degrees; the paper's "
+        f"defaults): {dsrelu_args}"
     )
 
 
 def backbone_help() -> str:
     """The help of ``--model.backbone``."""
     return (
-        "the network: a torchvision classification model (resnet18, resnet34, resnet50, "
-        "vgg11_bn, densenet121, mobilenet_v3_small, efficientnet_b0, convnext_tiny, vit_b_16, "
-        "...) or an import path to your own nn.Module class or factory (mypkg.nets.SmallCNN); "
-        "its builder's arguments go in --model.backbone_args"
+        "the network: a torchvision classification model (resnet18, resnet50, vgg11_bn, "
+        "mobilenet_v3_small, convnext_tiny, vit_b_16, ...) or the import path of your own "
+        "nn.Module class or factory (mypkg.nets.SmallCNN); its arguments go in "
+        "--model.backbone_args"
     )
 
 
@@ -162,21 +165,46 @@ class ShortHelpFormatter(DefaultHelpFormatter):
         self,
         prog: str,
         indent_increment: int = 2,
-        max_help_position: int = 8,
+        max_help_position: int = 6,
         width: int | None = None,
     ) -> None:
         # Help on its own line, indented a little: the option names are long, and a
         # narrow column beside them wraps every text into several lines.
         super().__init__(prog, indent_increment, max_help_position, width)
 
+    def _default(self, action: argparse.Action) -> str | None:
+        """``(default: X)`` for an option with a default worth showing, else None."""
+        default = action.default
+        if (
+            isinstance(action, argparse._HelpAction | argparse._VersionAction)
+            or default in (None, argparse.SUPPRESS)
+            or not action.option_strings
+            or isinstance(default, argparse.Namespace)
+            or "%(default)" in (action.help or "")
+        ):
+            return None
+        return f"(default: {default})"
+
+    def _beside(self, action: argparse.Action, invocation: str) -> bool:
+        """Whether the default fits on the option's own line (else it ends the help)."""
+        default = self._default(action)
+        return default is not None and (
+            self._current_indent + len(invocation) + 2 + len(default) <= self._width
+        )
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        invocation = super()._format_action_invocation(action)
+        if self._beside(action, invocation):
+            return f"{invocation}  {self._default(action)}"
+        return invocation
+
     def _get_help_string(self, action: argparse.Action) -> str:
         text = first_sentence(action.help or "")
-        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
-            return text
-        default = action.default
-        shown = default not in (None, argparse.SUPPRESS) and action.option_strings
-        if shown and "%(default)" not in text and not isinstance(default, argparse.Namespace):
-            text += f" (default: {default})" if text else f"default: {default}"
+        if len(text) > 4 * (self._width - self._max_help_position) and "; " in text:
+            text = text[: text.index("; ")]  # one sentence, and at most about four lines
+        default = self._default(action)
+        if default and not self._beside(action, super()._format_action_invocation(action)):
+            text = f"{text} {default}" if text else default
         return text.replace("%", "%%").replace("%%(default)s", "%(default)s")
 
     def add_text(self, text: str | None) -> None:
@@ -185,7 +213,22 @@ class ShortHelpFormatter(DefaultHelpFormatter):
         super().add_text(text)
 
     def start_section(self, heading: str | None) -> None:
-        super().start_section(first_sentence(heading).rstrip(".:") if heading else heading)
+        if heading:  # a docstring's first line may stop inside a parenthesis
+            heading = first_sentence(heading).rstrip(".:")
+            if heading.count("(") > heading.count(")"):
+                heading = heading[: heading.rindex("(")].rstrip()
+        super().start_section(heading)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        """Every option but those the epilog sums up: a group's ``--KEY CONFIG`` file and
+        the Trainer's ``--trainer.KEY.help CLASS``."""
+        names = action.option_strings
+        group_file = len(names) == 1 and "." not in names[0] and action.metavar == "CONFIG"
+        if not (
+            group_file
+            or (names and names[0].startswith("--trainer.") and names[0].endswith(".help"))
+        ):
+            super().add_argument(action)
 
 
 def closest_option(unknown: str, options: Iterable[str]) -> str | None:
