@@ -10,8 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from dsrelu_lightning.cli import PROG
-from dsrelu_lightning.cli.noise import silence_third_party_noise
-from dsrelu_lightning.cli.user_errors import report_user_errors
+from dsrelu_lightning.cli.errors import report_user_errors, silence_third_party_noise
 from dsrelu_lightning.errors import ConfigurationError
 
 COMMANDS: dict[str, tuple[str, str]] = {

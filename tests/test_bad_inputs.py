@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,58 @@ def test_bad_input(
     assert message.replace("\\|", "|") in error_lines[0], f"{what}: {error_lines[0]}"
     after = _snapshot(tmp_path)
     assert {name: after.get(name) for name in before} == before
+
+
+@pytest.fixture
+def broken_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``mypkg`` on the import path (what PYTHONPATH gives): importing it raises
+    ModuleNotFoundError, importing ``mypkg.nets`` an ImportError with its own message."""
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("import libfoo\n")
+    (tmp_path / "mypkg" / "nets.py").write_text(
+        'raise ImportError("mypkg.nets needs libbar >= 2")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.partition(".")[0] == "mypkg"]:
+        del sys.modules[name]  # others (row 57) need mypkg unimportable
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--data", "mypkg.MyDataModule"],
+            "Problem with given class_path 'mypkg.MyDataModule': No module named 'libfoo'",
+        ),
+        (
+            ["--data.class_path", "mypkg.MyDataModule"],
+            "Problem with given class_path 'mypkg.MyDataModule': No module named 'libfoo'",
+        ),
+        (
+            ["--data", "mypkg.nets.OtherDataModule"],
+            "Problem with given class_path 'mypkg.nets.OtherDataModule': mypkg.nets needs "
+            "libbar >= 2",
+        ),
+        (
+            ["--model.backbone", "mypkg.nets.SmallCNN"],
+            "cannot import backbone 'mypkg.nets.SmallCNN': mypkg.nets needs libbar >= 2",
+        ),
+    ],
+    ids=["data", "data.class_path", "data-own-message", "backbone"],
+)
+def test_a_users_module_that_fails_to_import_names_the_cause(
+    arguments: list[str],
+    message: str,
+    broken_package: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if "nets" in arguments[1]:  # the package itself imports; its module does not
+        (broken_package / "mypkg" / "__init__.py").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", DIGITS_CONFIG, *arguments])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err and "Expected a path" not in err
+    assert err.strip().splitlines() == [err.strip()], err
+    assert message in err, err

@@ -32,7 +32,7 @@ from conftest import (
 from dsrelu_lightning import Classifier
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.cli.app import build_cli
-from dsrelu_lightning.cli.config_compare import changed_keys, config_difference
+from dsrelu_lightning.cli.summaries import changed_keys, config_difference
 from dsrelu_lightning.data.kfold import KFoldDataModule
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study import result_file

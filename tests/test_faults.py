@@ -20,9 +20,8 @@ from dsrelu_lightning import Classifier, DSReLU, SlopeScheduler
 from dsrelu_lightning.__main__ import main
 from dsrelu_lightning.atomic import atomic_path, atomic_write_text
 from dsrelu_lightning.cli.app import build_cli
-from dsrelu_lightning.cli.fit_checks import checkpoint_bytes as room
-from dsrelu_lightning.cli.fit_checks import warn_if_last_only_at_the_end
-from dsrelu_lightning.cli.preflight import check_output_dir
+from dsrelu_lightning.cli.checkpoints import check_output_dir, warn_if_last_only_at_the_end
+from dsrelu_lightning.cli.checkpoints import checkpoint_bytes as room
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.errors import TrainingDivergedError
 from dsrelu_lightning.training.callbacks import FiniteLossGuard, MetricsHistory

@@ -10,36 +10,37 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from dsrelu_lightning.cli import PROG
-from dsrelu_lightning.cli.checkpoints import evaluation_checkpoint, resumable_checkpoint
-from dsrelu_lightning.cli.evaluation import UNTRAINED, prepare_evaluation, write_metrics
-from dsrelu_lightning.cli.fit_checks import (
-    check_schedule_length,
+from dsrelu_lightning.cli.checkpoints import (
+    UNTRAINED,
+    CheckpointInfo,
+    check_checkpoint_fits_data,
+    check_output_dir,
     checkpoint_bytes,
+    read_checkpoint,
+    resolve_checkpoint,
+    resumable_checkpoint,
     warn_if_last_only_at_the_end,
 )
-from dsrelu_lightning.cli.fit_summary import fit_summary
-from dsrelu_lightning.cli.help import (
+from dsrelu_lightning.cli.errors import (
     ShortHelpFormatter,
     activation_help,
     backbone_help,
     suggest_key,
 )
-from dsrelu_lightning.cli.preflight import (
-    check_checkpoint,
-    check_checkpoint_fits_data,
-    check_output_dir,
-)
-from dsrelu_lightning.cli.save_config import SameRunSaveConfig
-from dsrelu_lightning.cli.user_errors import report_user_errors
+from dsrelu_lightning.cli.evaluation import prepare_evaluation, write_metrics
+from dsrelu_lightning.cli.summaries import SameRunSaveConfig, fit_summary
 from dsrelu_lightning.data.kfold import KFoldDataModule
+from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn.activations import dsrelu_modules
 from dsrelu_lightning.training.defaults import DEFAULT_CALLBACKS
 from dsrelu_lightning.training.module import Classifier
 from dsrelu_lightning.training.prediction_writer import PredictionWriter
 
-__all__ = ["DSReLUCLI", "build_cli", "main", "parse_config", "parse_fit_config"]
+__all__ = ["DSReLUCLI", "build_cli", "check_schedule_length", "parse_config"]
 
 EVALUATIONS = ("validate", "test", "predict")
 """Subcommands that evaluate a checkpoint: refused without --ckpt_path."""
@@ -103,23 +104,30 @@ class DSReLUCLI(LightningCLI):
             parser.set_defaults({f"{spec.key}.{k}": v for k, v in spec.defaults.items()})
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the model's hyperparameters from --ckpt_path while parsing;
-        # resolve "last" and reject a corrupt checkpoint before it tries.
-        self._checkpoint_hparams: dict[str, Any] | None = None
+        # LightningCLI reads the model's hyperparameters from --ckpt_path while parsing:
+        # resolve "last", reject a corrupt checkpoint, and read it once for every later use.
+        self._checkpoint: CheckpointInfo | None = None
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
         self._evaluated: str | None = None
         if subcommand in EVALUATIONS:
-            ckpt_path = evaluation_checkpoint(subcommand, config, self._dump(subcommand))
+            ckpt_path = resolve_checkpoint(subcommand, ckpt_path, config, self._dump(subcommand))
             config["ckpt_path"] = self._evaluated = ckpt_path
         elif ckpt_path == "last":
             found = resumable_checkpoint(subcommand, config, self._dump(subcommand))
-            config["ckpt_path"] = None if found is None else str(found)
-            ckpt_path = config["ckpt_path"]
-        if ckpt_path not in (None, "best", "hpc", "registry") and "://" not in str(ckpt_path):
-            self._checkpoint_hparams = check_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
+            config["ckpt_path"] = ckpt_path = None if found is None else str(found)
+        if ckpt_path in (None, "best", "hpc", "registry") or "://" in str(ckpt_path):
+            super()._parse_ckpt_path()
+            return
+        self._checkpoint = read_checkpoint(ckpt_path)
+        # As LightningCLI does, from the metadata already read: the weights stay on disk.
+        hparams = dict(self._checkpoint.hparams)
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def _dump(self, subcommand: str) -> Any:
         """The resolved config of ``subcommand`` as a mapping, as config.yaml holds it."""
@@ -127,7 +135,8 @@ class DSReLUCLI(LightningCLI):
         return lambda config: yaml.safe_load(parser.dump(config, skip_validation=True))
 
     def _check_checkpoint_fits_data(self) -> None:
-        check_checkpoint_fits_data(getattr(self, "_checkpoint_hparams", None), self.datamodule)
+        checkpoint = getattr(self, "_checkpoint", None)
+        check_checkpoint_fits_data(checkpoint and checkpoint.hparams, self.datamodule)
 
     def _check_output_folders(self, needed_bytes: int = 0) -> None:
         if not self.trainer.is_global_zero:
@@ -159,7 +168,8 @@ class DSReLUCLI(LightningCLI):
         # version_N folder: no loggers, no second config.yaml.
         self._check_checkpoint_fits_data()
         self._check_output_folders()
-        self._output_dir = prepare_evaluation(self.trainer, self._evaluated)
+        checkpoint = getattr(self, "_checkpoint", None) or self._evaluated
+        self._output_dir = prepare_evaluation(self.trainer, checkpoint)
 
     before_validate = before_test = _before_evaluation
 
@@ -192,20 +202,45 @@ class DSReLUCLI(LightningCLI):
             print(f"Predictions written to {writer.written}", flush=True)
 
 
+def check_schedule_length(config: Any, model: LightningModule) -> None:
+    """Refuse an unset ``max_epochs`` while DSReLU's per-epoch schedule needs it.
+
+    Lightning turns an unset max_epochs into 1000 before any callback sees it: the
+    per-epoch schedule would then barely move (the original code's frozen slope).
+    """
+    trainer, scheduler = config["trainer"], config["slope_scheduler"]
+    if (
+        any(m.is_scheduled for m in dsrelu_modules(model))
+        and scheduler.get("granularity") == "epoch"
+        and trainer.get("max_epochs") is None
+        and trainer.get("max_steps", -1) == -1
+    ):
+        raise ConfigurationError(
+            "trainer.max_epochs is not set: Lightning would train up to 1000 epochs and "
+            "DSReLU's schedule (t = epoch / max_epochs) would barely move; "
+            "set --trainer.max_epochs N"
+        )
+
+
 def _subcommand_help(name: str) -> dict[str, str]:
     """Usage line and epilog of a subcommand's ``--help``."""
     usage = f"{PROG} {name} [-h] [-c CONFIG] [--print_config] [--KEY VALUE ...]"
     if name == "fit":
         epilog = (
             "--ckpt_path FILE resumes from a checkpoint, --ckpt_path last from this "
-            "config's newest last.ckpt."
+            "config's newest last.ckpt"
         )
     else:
         epilog = (
             f"{name} needs --ckpt_path FILE or last (this config's newest last.ckpt), or "
             f"--ckpt_path {UNTRAINED} for freshly initialised weights; results go to "
-            "<run>/eval/<checkpoint>/."
+            "<run>/eval/<checkpoint>/"
         )
+    epilog += (
+        "; a group reads a file too (--trainer FILE, --checkpoint FILE, ...), "
+        "--trainer.callbacks.help CLASS lists a class's options (also .logger, .strategy, "
+        ".profiler, .plugins, .accelerator), --print_config every setting."
+    )
     return {"usage": usage, "epilog": epilog}
 
 
@@ -225,27 +260,22 @@ class _ParseOnly(DSReLUCLI):
         pass
 
 
-def parse_config(args: Sequence[str]) -> tuple[LightningArgumentParser, Any]:
-    """The CLI's parser (no subcommands) and its resolved, validated config of ``args``.
+def parse_config(
+    args: Sequence[str], subcommand: str | None = None
+) -> tuple[LightningArgumentParser, Any]:
+    """The CLI's parser and its resolved, validated config of ``args``; nothing built.
 
-    Builds no model, data module or trainer: what a grid needs to read a config (its
-    folds, seed, activation) and to parse each cell's arguments with the same parser.
-    Parse errors raise ``argparse.ArgumentError`` as in :func:`build_cli`.
+    Without ``subcommand``, the parser has no subcommands: what a grid needs to read a
+    config (its folds, seed, activation) and to parse each cell's arguments with the same
+    parser. With ``subcommand="fit"``, that subcommand's parser, so that a run's saved
+    ``config.yaml`` (with its ``ckpt_path``) parses too and dumps as it was written. Parse
+    errors raise ``argparse.ArgumentError`` as in :func:`build_cli`.
     """
-    cli = build_cli(args, run=False, cli_class=_ParseOnly)
-    return cli.parser, cli.config
-
-
-def parse_fit_config(args: Sequence[str]) -> tuple[LightningArgumentParser, Any]:
-    """The ``fit`` subcommand's parser and its resolved, validated config of ``args``.
-
-    As :func:`parse_config`, but a run's saved ``config.yaml`` (a fit config, with its
-    ``ckpt_path``) parses too; the config is dumped as that file was written.
-    """
-    with warnings.catch_warnings():  # args given on purpose, from within a command
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter")
-        cli = build_cli(["fit", *args], cli_class=_ParseOnly)
-    return cli._parser("fit"), cli.config["fit"]
+    if subcommand is None:
+        cli = build_cli(args, run=False, cli_class=_ParseOnly)
+        return cli.parser, cli.config
+    cli = build_cli([subcommand, *args], cli_class=_ParseOnly)
+    return cli._parser(subcommand), cli.config[subcommand]
 
 
 def build_cli(
@@ -272,8 +302,3 @@ def build_cli(
             run=run,
             auto_configure_optimizers=False,
         )
-
-
-def main(args: Sequence[str] | None = None) -> None:
-    """LightningCLI's subcommands (fit/validate/test/predict) with one-line user errors."""
-    report_user_errors(lambda: build_cli(args))

@@ -1,4 +1,5 @@
-"""Checking an exported file against PyTorch, and saying what it holds or why it failed.
+"""The export's work on the model: load the checkpoint's evaluation model, write its
+deployment network, check the file against PyTorch, and say what it holds or why it failed.
 
 The check runs the file as a deployment would (onnxruntime on CPU for ONNX,
 ``torch.export.load`` for ``.pt2``) on real inputs at several batch sizes and compares its
@@ -22,17 +23,32 @@ import torch
 from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.training.deployment import EXPORT_EXTRA, INPUT_NAME
+from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
+from dsrelu_lightning.nn.frozen import frozen_slope
+from dsrelu_lightning.training.deployment import (
+    EXPORT_EXTRA,
+    INPUT_NAME,
+    export_program,
+    missing_onnx_packages,
+    onnx_program,
+    save_onnx,
+)
+from dsrelu_lightning.training.module import Classifier
 
 __all__ = [
     "Comparison",
+    "activation_record",
     "check_batch_sizes",
     "compare",
     "export_failure",
     "failed_operator",
     "load_exported",
+    "load_model",
     "onnx_summary",
+    "real_inputs",
+    "require_onnx_packages",
     "verify",
+    "write_exported",
 ]
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -198,3 +214,83 @@ def export_failure(error: BaseException, format_name: str) -> ConfigurationError
         reason = f"{type(innermost).__name__}: {next((x for x in lines if x), '')[:200]}"
     hint = "try --format pt2" if format_name == "onnx" else "docs/deploy.md lists what exports"
     return ConfigurationError(f"cannot export this network to {what}: {reason}; {hint}")
+
+
+def require_onnx_packages() -> None:
+    """Refuse ``--format onnx`` where its packages are missing, before any work."""
+    if missing := missing_onnx_packages(runtime=True):
+        raise ConfigurationError(
+            f"--format onnx needs {', '.join(missing)}, which are not installed: {EXPORT_EXTRA} "
+            "(or export with --format pt2)"
+        )
+
+
+def load_model(checkpoint: Path) -> Classifier:
+    """The checkpoint's Classifier in eval mode and float32 (the file takes float32 inputs,
+    whatever the fit's precision)."""
+    model = Classifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    if not isinstance(model, Classifier):
+        raise ConfigurationError(
+            f"{str(checkpoint)!r} holds a {type(model).__name__}, not a Classifier: export "
+            "writes a Classifier's network"
+        )
+    return model.float().eval()
+
+
+def real_inputs(data: Any) -> tuple[Tensor, str]:
+    """One batch of inputs from the data module (its test split, else validation) as a
+    contiguous CPU float32 tensor, and the split's name."""
+    data.prepare_data()
+    data.setup("test")
+    split = "test" if getattr(data, "test_dataset", None) is not None else "val"
+    batch = next(iter(getattr(data, f"{split}_dataloader")()))
+    inputs = batch[0] if isinstance(batch, list | tuple) else batch
+    return inputs.detach().to("cpu", torch.float32).contiguous(), split
+
+
+def write_exported(format_name: str, network: nn.Module, inputs: Tensor, path: Path) -> None:
+    """Write ``network`` as ``format_name`` to ``path``; an export error becomes one line."""
+    try:
+        program = export_program(network, inputs)
+        if format_name == "pt2":
+            torch.export.save(program, str(path))
+        else:
+            save_onnx(onnx_program(program, inputs), path)
+    except ConfigurationError:
+        raise
+    except Exception as error:  # torch.export's and the ONNX exporter's many error types
+        raise export_failure(error, format_name) from error
+
+
+def activation_record(model: Classifier) -> dict[str, Any]:
+    """The activation as trained and, for DSReLU, its slope at export (one value, or one per
+    layer where a schedule gave them different slopes)."""
+    hparams = model.hparams
+    record: dict[str, Any] = {
+        "name": hparams.get("activation", "dsrelu"),
+        "args": hparams.get("activation_args") or {},
+    }
+    layers = dsrelu_modules(model)
+    if not layers:
+        return record
+    first: DSReLU = layers[0]
+    slopes = {
+        name: module.slope
+        for name, module in model.model.named_modules()
+        if isinstance(module, DSReLU)
+    }
+    progress = {float(module.progress) for module in layers}
+    record |= {
+        "layers": len(layers),
+        "initial_angle": first.initial_angle,
+        "final_angle": first.final_angle,
+        "steepness": first.steepness,
+        "negative_slope": first.negative_slope,
+        "progress": progress.pop() if len(progress) == 1 else None,
+    }
+    if len(set(slopes.values())) == 1:
+        record["slope_at_export"] = first.slope
+        record["frozen_slope_float32"] = frozen_slope(first)
+    else:
+        record["slopes_at_export"] = slopes
+    return record

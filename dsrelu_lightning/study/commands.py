@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dsrelu_lightning.cli import PROG
-from dsrelu_lightning.cli.command_parser import CommandParser
+from dsrelu_lightning.cli.errors import CommandParser
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.study.run.keys import KEEP_CHECKPOINTS
 

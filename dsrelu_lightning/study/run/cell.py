@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.cli import SaveConfigCallback
 
 from dsrelu_lightning.cli.app import build_cli
-from dsrelu_lightning.cli.config_compare import changed_keys, resolved, resolved_defaults
+from dsrelu_lightning.cli.summaries import changed_keys, resolved, resolved_defaults
 from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
 from dsrelu_lightning.study.result_file import (
     RESULT_FILE,

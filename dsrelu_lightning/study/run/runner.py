@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from dsrelu_lightning.cli.app import parse_config
-from dsrelu_lightning.cli.config_compare import resolved, resolved_defaults
+from dsrelu_lightning.cli.summaries import resolved, resolved_defaults
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import build_activation
 from dsrelu_lightning.study.result_file import RESULT_FILE, CellRecord
