@@ -166,6 +166,8 @@ def test_raw_pointer_kernels_take_only_what_they_can_read(fused_mode: None) -> N
     )
     assert grads.shape == (3, 50) and not fused._STATE.failed
     assert fused.forward(torch.randn(1), slope, 0.2) is None  # make_fx specialises size 1
+    # Other devices (CUDA: the fused path has not run on a GPU) keep the eager kernel.
+    assert fused.forward(torch.empty(100, device="meta"), slope, 0.2) is None
 
 
 def test_a_failed_build_warns_once_and_leaves_that_dtype_eager(
