@@ -291,7 +291,8 @@ def backward(grad: Tensor, saved: Tensor, slope: Tensor, negative_slope: float) 
 def warm_up(device: torch.device, dtype: torch.dtype) -> None:
     """Build ``dtype``'s forward and backward kernels now: serial ones, and parallel ones
     on several threads. Nothing where the eager kernel runs anyway (CUDA, float64)."""
+    if device.type != "cpu":
+        return
     for numel in (MIN_NUMEL, PARALLEL_MIN_NUMEL):
-        probe = torch.empty(numel, dtype=dtype, device=device)
-        if _plan(probe, 1.0) is None:
+        if _plan(torch.empty(numel, dtype=dtype), 1.0) is None:
             return
