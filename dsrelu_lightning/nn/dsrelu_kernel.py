@@ -10,7 +10,6 @@ Every path gives the formula's bits. docs/performance.md says what each costs.
 
 from __future__ import annotations
 
-import inspect
 import os
 from types import ModuleType
 from typing import Any
@@ -92,8 +91,8 @@ def warm_up(device: torch.device | str, dtype: torch.dtype) -> None:
         fused.warm_up(torch.device(device), dtype)
 
 
-class _DSReLUFunction(torch.autograd.Function):
-    """DSReLU with a one-tensor backward state; ``torch.func`` transforms supported
+class _TransformableDSReLU(torch.autograd.Function):
+    """DSReLU with a one-tensor backward state, for ``torch.func`` transforms
     (``setup_context``; vmap runs the kernels batched)."""
 
     generate_vmap_rule = True
@@ -130,9 +129,20 @@ class _DSReLUFunction(torch.autograd.Function):
         return grad_input, None, None, None
 
 
-# Function.apply binds its arguments with inspect.signature on every call (for
-# setup_context); a precomputed signature turns that into an attribute lookup.
-_DSReLUFunction.forward.__signature__ = inspect.signature(_DSReLUFunction.forward)  # type: ignore[attr-defined]
+class _DSReLUFunction(torch.autograd.Function):
+    """The same op with ``forward(ctx, ...)``: outside ``torch.func`` transforms, ``apply``
+    then neither binds its arguments through ``inspect.signature`` nor calls
+    ``setup_context`` (together about half a small call's cost)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, slope: Tensor, negative_slope: float, positive: bool
+    ) -> Tensor:
+        y = _TransformableDSReLU.forward(x, slope, negative_slope, positive)
+        _TransformableDSReLU.setup_context(ctx, (x, slope, negative_slope, positive), y)
+        return y
+
+    backward = _TransformableDSReLU.backward
 
 
 def dsrelu(
@@ -156,4 +166,9 @@ def dsrelu(
     if torch.compiler.is_compiling() or slope.requires_grad:
         return dsrelu_formula(x, slope, negative_slope)
     positive = positive_slope and not slope.dim()  # (the fast kernels take a 0-dim slope)
-    return _DSReLUFunction.apply(x, slope, negative_slope, positive)
+    try:
+        return _DSReLUFunction.apply(x, slope, negative_slope, positive)
+    except RuntimeError as error:  # under torch.func, raised before anything ran
+        if "setup_context" not in str(error):
+            raise
+    return _TransformableDSReLU.apply(x, slope, negative_slope, positive)
