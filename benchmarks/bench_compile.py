@@ -25,13 +25,13 @@ import lightning.pytorch as pl
 import torch
 import torch._dynamo
 from bench_step import WORKLOADS, training_step
+from profiling import interleaved_timings, machine_description, ratio_summary
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters, guard_failures
 
 from dsrelu_lightning import ResNetClassifier, SlopeScheduler
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.nn.activations import dsrelu_modules
-from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
 
 
 def _reset() -> None:

@@ -32,6 +32,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from profiling import interleaved_timings, machine_description, ratio_summary
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
@@ -40,7 +41,6 @@ from dsrelu_lightning import ResNetClassifier, SlopeScheduler
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.data.tensor_images import TensorImageDataset
 from dsrelu_lightning.nn.activations import dsrelu_modules
-from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
 
 TARGET_RATIO = 1.10
 

@@ -1,24 +1,23 @@
 """Target 1: DSReLU forward+backward vs F.leaky_relu, and the bytes each saves for backward.
 
     python benchmarks/bench_op.py [--shape 64 64 32 32] [--repeats 60] [--threads N]
-                                  [--context] [--best-of K] [--inputs N] [--default-malloc]
+                                  [--candidates dsrelu dsrelu_fused relu plain_formula]
+                                  [--best-of K] [--inputs N] [--default-malloc]
 
 Times ``y = act(x); y.backward(g)`` in eager mode, as users call the module, round-robin
 against ``F.leaky_relu(x, 0.01)`` on the same tensors, for float32 and bfloat16 inputs,
 contiguous and channels_last; prints per-round ratios (median, min, max; target <= 1.05)
-and the bytes saved for backward. The first DSReLU call of a dtype (building its fused
-kernels) is reported separately and not timed. ``--context`` adds, for float32
-contiguous, the eager kernel (no compiler) and the plain formula under autograd.
-``--best-of K`` runs each candidate K times per round and keeps the fastest (for a
-machine that other jobs share).
+and the bytes saved for backward. Candidates: ``dsrelu`` (the module on its default eager
+kernels; always timed), ``dsrelu_fused`` (the same module with the opt-in
+``DSRELU_KERNEL=fused`` kernels, built before timing), ``relu`` (``F.relu``) and
+``plain_formula`` (the formula under autograd). ``--best-of K`` runs each candidate K
+times per round and keeps the fastest (for a machine that other jobs share).
 
 Each call takes the next of ``--inputs`` (4) input tensors, as a network hands every
-activation a fresh tensor. With one tensor reused by every call (``--inputs 1``, the
-method before issue #23), LeakyReLU's backward re-reads its input ``x`` while it is still
-in cache from the last call, whereas DSReLU (like ``nn.ReLU``) reads the output it saved:
-a cache artifact worth about 8% at 64x64x32x32 float32 that no network sees. As in
-``bench_step.py``, freed memory stays in the process for every candidate
-(``profiling.steady_malloc``) unless ``--default-malloc``.
+activation a fresh tensor (one tensor reused by every call would leave LeakyReLU's input
+in cache for its backward, which no network sees). As in ``bench_step.py``, freed memory
+stays in the process for every candidate (``profiling.steady_malloc``) unless
+``--default-malloc``.
 """
 
 from __future__ import annotations
@@ -29,11 +28,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-from dsrelu_lightning import DSReLU
-from dsrelu_lightning.nn.dsrelu_kernel import dsrelu_formula, set_kernel_mode
-from dsrelu_lightning.profiling import (
+from bench_step import in_kernel_mode
+from profiling import (
     RatioSummary,
     interleaved_timings,
     machine_description,
@@ -41,8 +37,13 @@ from dsrelu_lightning.profiling import (
     saved_tensor_bytes,
     steady_malloc,
 )
+from torch import Tensor
+
+from dsrelu_lightning import DSReLU
+from dsrelu_lightning.nn.dsrelu_kernel import dsrelu_formula, warm_up
 
 TARGET_RATIO = 1.05
+EXTRA_CANDIDATES = ("dsrelu_fused", "relu", "plain_formula")
 CASES = [
     (torch.float32, torch.contiguous_format),
     (torch.float32, torch.channels_last),
@@ -70,19 +71,6 @@ def fwd_bwd_rotating(
         fn(x).backward(grad)
 
     return step
-
-
-def _eager_mode(step: Callable[[], None]) -> Callable[[], None]:
-    """``step`` with DSReLU's eager kernel (the fallback where nothing compiles)."""
-
-    def run() -> None:
-        set_kernel_mode("eager")
-        try:
-            step()
-        finally:
-            set_kernel_mode("auto")
-
-    return run
 
 
 def best_of(step: Callable[[], None], count: int) -> Callable[[], float | None]:
@@ -115,7 +103,7 @@ def op_ratio(
     layout: torch.memory_format,
     device: torch.device,
     repeats: int,
-    context: bool = False,
+    extra: tuple[str, ...] = (),
     count: int = 1,
     inputs: int = 4,
 ) -> RatioSummary:
@@ -131,17 +119,24 @@ def op_ratio(
     dsrelu = DSReLU().to(device)
     dsrelu.set_progress(0.3)
     start = time.perf_counter()
-    fwd_bwd(dsrelu, xs[0], grads[0])()
+    in_kernel_mode(fwd_bwd(dsrelu, xs[0], grads[0]), "eager")()
     first_call = time.perf_counter() - start
 
     def candidate(fn: Callable[[Tensor], Tensor]) -> Callable[[], None]:
         return fwd_bwd_rotating(fn, xs, grads)
 
-    candidates = {"leaky_relu": candidate(_leaky), "dsrelu": candidate(dsrelu)}
-    if context:
-        slope = dsrelu._slope_tensor(dtype)
+    candidates = {
+        "leaky_relu": candidate(_leaky),
+        "dsrelu": in_kernel_mode(candidate(dsrelu), "eager"),
+    }
+    if "dsrelu_fused" in extra:
+        in_kernel_mode(lambda: warm_up(device, dtype), "fused")()
+        candidates["dsrelu_fused"] = in_kernel_mode(candidate(dsrelu), "fused")
+    if "relu" in extra:
+        candidates["relu"] = candidate(F.relu)
+    if "plain_formula" in extra:
+        slope = torch.tensor(dsrelu.slope, device=device)
         candidates["plain_formula"] = candidate(lambda t: dsrelu_formula(t, slope, 1.0))
-        candidates["eager_kernel"] = _eager_mode(candidate(dsrelu))
     rounds = {name: best_of(step, count) for name, step in candidates.items()}
     times = interleaved_timings(rounds, repeats, warmup=2)
     ratio = ratio_summary(times, "dsrelu", "leaky_relu")
@@ -149,12 +144,14 @@ def op_ratio(
     saved = saved_tensor_bytes(dsrelu, xs[0]), saved_tensor_bytes(_leaky, xs[0])
     how = f"inputs in turn: {inputs}" + (f"; fastest of {count} per round" if count > 1 else "")
     print(f"{kind} {tuple(shape)} ({how}): DSReLU fwd+bwd / leaky_relu: {ratio}")
+    print("    (DSReLU on its default eager kernels)")
     print(f"    target <= {TARGET_RATIO}")
     print(
         f"    saved for backward: DSReLU {saved[0]:,} B, leaky_relu {saved[1]:,} B "
-        f"(<=: {saved[0] <= saved[1]}); first DSReLU call {first_call:.2f} s, not timed"
+        f"(<= leaky_relu's + its 4 B slope: {saved[0] <= saved[1] + 4}); first DSReLU call "
+        f"{first_call:.2f} s, not timed"
     )
-    for name in candidates.keys() - {"leaky_relu", "dsrelu"}:
+    for name in extra:
         print(f"    {name} / leaky_relu: {ratio_summary(times, name, 'leaky_relu')}")
     return ratio
 
@@ -165,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--context", action="store_true", help="also time the slow paths")
+    parser.add_argument(
+        "--candidates",
+        nargs="*",
+        choices=["dsrelu", *EXTRA_CANDIDATES],
+        default=["dsrelu"],
+        help="what to time against leaky_relu (dsrelu is always timed)",
+    )
     parser.add_argument("--best-of", type=int, default=1, help="runs per round, fastest kept")
     parser.add_argument("--inputs", type=int, default=4, help="input tensors used in turn")
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc's trimming heap")
@@ -175,13 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     print(f"machine: {machine_description()}")
     print(f"allocator: {'glibc default' if args.default_malloc else steady_malloc()}")
-    for index, (dtype, layout) in enumerate(CASES):
+    for dtype, layout in CASES:
         if layout == torch.channels_last and len(args.shape) != 4:
             continue  # channels_last is a 4-D layout
-        context = args.context and index == 0
-        op_ratio(
-            args.shape, dtype, layout, device, args.repeats, context, args.best_of, args.inputs
-        )
+        extra = tuple(name for name in EXTRA_CANDIDATES if name in args.candidates)
+        op_ratio(args.shape, dtype, layout, device, args.repeats, extra, args.best_of, args.inputs)
     print(f"machine after: {machine_description()}")
     return 0
 

@@ -34,10 +34,10 @@ import statistics
 
 import torch
 import torch.nn.functional as F
+from profiling import interleaved_timings, machine_description, ratio_summary
 
 from dsrelu_lightning.nn.activations import build_activation
 from dsrelu_lightning.nn.resnet import build_resnet34
-from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
 from dsrelu_lightning.training.bn_staleness import eval_mode_staleness
 from dsrelu_lightning.training.bn_stats import (
     batch_norms,

@@ -19,10 +19,10 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from bench_step import WORKLOADS, training_step
+from profiling import interleaved_timings, machine_description, ratio_summary
 
 from dsrelu_lightning import DSReLU, ResNetClassifier, SlopeScheduler
 from dsrelu_lightning.data import DigitsDataModule
-from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
 
 
 def fit_check() -> bool:

@@ -2,7 +2,8 @@
 
     python benchmarks/bench_step.py [--network resnet34 resnet18 mobilenet_v3_small]
                                     [--repeats 30] [--threads N] [--bf16] [--channels-last]
-                                    [--batch N] [--best-of K] [--control] [--default-malloc]
+                                    [--batch N] [--best-of K] [--control] [--fused]
+                                    [--default-malloc]
 
 Networks: torchvision's ``resnet34``, ``resnet18`` and ``mobilenet_v3_small`` (random
 weights, nothing downloaded) on batches of 32 of 3x32x32 in 100 classes; ``digits`` and
@@ -13,8 +14,9 @@ under test (``replace_activations``, as ``Classifier(backbone=...)`` does: ReLU 
 Hardswish sites, gates kept), for both candidates alike.
 
 A step is forward, cross-entropy, backward and a fused Adam step (under bf16 autocast
-with ``--bf16``). Per network, DSReLU's kernels are built first, as ``SlopeScheduler``
-does at ``on_train_start`` (the time is printed); each candidate then runs two untimed
+with ``--bf16``). DSReLU runs on its default eager kernels; ``--fused`` also times a
+second DSReLU network on the opt-in ``DSRELU_KERNEL=fused`` kernels, built first as
+``SlopeScheduler`` does at ``on_train_start`` (the time is printed). Each candidate runs two untimed
 steps (printed), and from the 3rd step on ``--repeats`` rounds are timed round-robin.
 Printed: the DSReLU/ReLU step ratio (median, min, max; target <= 1.03) and each
 candidate's slowest timed step / its median (stalls; target <= 1.5). ``--best-of K``
@@ -39,19 +41,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import Tensor, nn
-
-from dsrelu_lightning.nn.activations import build_activation, dsrelu_modules
-from dsrelu_lightning.nn.dsrelu_kernel import warm_up
-from dsrelu_lightning.nn.replace import replace_activations
-from dsrelu_lightning.nn.resnet import build_resnet34
-from dsrelu_lightning.profiling import (
+from profiling import (
     interleaved_timings,
     machine_description,
     minor_page_faults,
     ratio_summary,
     steady_malloc,
 )
+from torch import Tensor, nn
+
+from dsrelu_lightning.nn.activations import build_activation, dsrelu_modules
+from dsrelu_lightning.nn.dsrelu_kernel import kernel_mode, set_kernel_mode, warm_up
+from dsrelu_lightning.nn.replace import replace_activations
+from dsrelu_lightning.nn.resnet import build_resnet34
 
 TARGET_RATIO = 1.03
 TARGET_STALL = 1.5
@@ -156,6 +158,20 @@ def _timed(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def in_kernel_mode(step: Callable[[], None], mode: str) -> Callable[[], None]:
+    """``step`` run with DSReLU's kernel mode set to ``mode`` (the process's mode after)."""
+
+    def run() -> None:
+        before = kernel_mode()
+        set_kernel_mode(mode)
+        try:
+            step()
+        finally:
+            set_kernel_mode(before)
+
+    return run
+
+
 def _best_of(
     step: Callable[[], None],
     device: torch.device,
@@ -186,24 +202,28 @@ def compare_network(
     batch: int | None = None,
     best_of: int = 1,
     control: bool = False,
+    fused: bool = False,
 ) -> dict[str, float]:
     """Print and return the DSReLU/ReLU step ratio and the stall ratios for ``name``.
 
     ``best_of`` > 1: each round times that many steps per candidate and keeps the fastest
     (filters other jobs' interference on a shared machine); stalls count every step.
     ``control``: a second, identical ReLU network is timed too; its ratio to the first is
-    the measurement's own noise (an A/A test).
+    the measurement's own noise (an A/A test). ``fused``: a second DSReLU network runs
+    on the opt-in fused kernels (``dsrelu_fused``).
     """
-    dtype = torch.bfloat16 if bf16 else torch.float32
     start = time.perf_counter()
-    warm_up(device, dtype)
-    if bf16:
-        warm_up(device, torch.float32)
+    if fused:
+        for dtype in (torch.float32, torch.bfloat16) if bf16 else (torch.float32,):
+            in_kernel_mode(lambda dtype=dtype: warm_up(device, dtype), "fused")()
     kernels_s = time.perf_counter() - start
     rounds, first, every, faults = {}, {}, {}, {}
-    for activation in ("relu", "dsrelu", "relu_control")[: 3 if control else 2]:
-        model, workload = build_network(name, activation.removesuffix("_control"), batch)
-        step = make_step(model, workload, device, bf16, channels_last)
+    candidates = ["relu", "dsrelu", *(["relu_control"] if control else [])]
+    for activation in [*candidates, *(["dsrelu_fused"] if fused else [])]:
+        kind = activation.removesuffix("_control").removesuffix("_fused")
+        model, workload = build_network(name, kind, batch)
+        mode = "fused" if activation.endswith("_fused") else "eager"
+        step = in_kernel_mode(make_step(model, workload, device, bf16, channels_last), mode)
         first[activation] = [_timed(step, device) for _ in range(WARM_UP_STEPS)]
         every[activation], faults[activation] = [], []
         rounds[activation] = _best_of(step, device, best_of, every[activation], faults[activation])
@@ -214,6 +234,9 @@ def compare_network(
     print(f"{name} ({mode}; batch {workload.batch}x{workload.channels}x{workload.size}^2):")
     best = f" (fastest of {best_of} per round)" if best_of > 1 else ""
     print(f"  DSReLU step / ReLU step{best}: {ratio}  target <= {TARGET_RATIO}")
+    if fused:
+        fused_ratio = ratio_summary(times, "dsrelu_fused", "relu")
+        print(f"  DSReLU (opt-in fused) step / ReLU step{best}: {fused_ratio}")
     if control:
         print(f"  control, ReLU step / ReLU step: {ratio_summary(times, 'relu_control', 'relu')}")
     print(
@@ -229,7 +252,7 @@ def compare_network(
     print(
         "  first steps (untimed): "
         + "; ".join(f"{a} " + ", ".join(f"{s * 1e3:.0f}" for s in v) for a, v in first.items())
-        + f" ms; DSReLU kernels built in {kernels_s:.2f} s before them"
+        + (f" ms; opt-in fused kernels built in {kernels_s:.2f} s before them" if fused else " ms")
     )
     return {"ratio": ratio.median, **{f"stall_{act}": value for act, value in stall.items()}}
 
@@ -248,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         "--best-of", type=int, default=1, help="steps per round and candidate, fastest kept"
     )
     parser.add_argument("--control", action="store_true", help="also time ReLU against itself")
+    parser.add_argument(
+        "--fused", action="store_true", help="also time DSReLU on the opt-in fused kernels"
+    )
     parser.add_argument(
         "--default-malloc",
         action="store_true",
@@ -269,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             args.batch,
             args.best_of,
             args.control,
+            args.fused,
         )
     print(f"machine after: {machine_description()}")
     return 0

@@ -25,8 +25,7 @@ import time
 import torch
 from bench_op import CASES, op_ratio
 from bench_step import TORCHVISION, compare_network
-
-from dsrelu_lightning.profiling import interleaved_timings, machine_description, ratio_summary
+from profiling import interleaved_timings, machine_description, ratio_summary
 
 
 def op_check(device: torch.device, shapes: list[list[int]], repeats: int) -> None:

@@ -6,13 +6,16 @@ import functools
 import inspect
 import math
 import pickle
+from collections.abc import Iterator
 
 import pytest
 import torch
+from bit_patterns import SPECIAL_VALUES, assert_same_bits
 from torch import nn
 
 from dsrelu_lightning import ACTIVATIONS, DSReLU, build_activation, dsrelu_slope
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.nn import dsrelu_kernel
 from dsrelu_lightning.nn.activations import (
     activation_defaults,
     activation_factory,
@@ -30,7 +33,8 @@ def formula(x: torch.Tensor, t: float, a_deg: float, b_deg: float, k: float, neg
 def test_dsrelu_matches_formula_in_float64(seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     t = float(torch.rand((), generator=gen))
-    a, b = 20 + 70 * float(torch.rand((), generator=gen)) * 0.95, 5 + 60 * float(torch.rand(()))
+    a = 20 + 70 * float(torch.rand((), generator=gen)) * 0.95
+    b = 5 + 60 * float(torch.rand((), generator=gen))
     k = 1 + 9 * float(torch.rand((), generator=gen))
     neg = float(torch.randn((), generator=gen))
     act = DSReLU(a, b, k, neg).double()
@@ -44,6 +48,42 @@ def test_dsrelu_matches_formula_in_float64(seed: int) -> None:
     expected_grad = torch.where(x > 0, torch.full_like(x, s), torch.full_like(x, neg)).detach()
     torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(act, (x[:1, :1],))
+
+
+@pytest.fixture(params=dsrelu_kernel.KERNEL_MODES)
+def kernel_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each kernel path: the default (eager) and the opt-in fused one; the mode as before after."""
+    before = dsrelu_kernel.kernel_mode()
+    dsrelu_kernel.set_kernel_mode(request.param)
+    yield request.param
+    dsrelu_kernel.set_kernel_mode(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("negative_slope", [1.0, 0.0, -0.4])
+def test_dsrelu_gives_the_formulas_bits_in_float32_and_bfloat16(
+    kernel_mode: str, dtype: torch.dtype, negative_slope: float
+) -> None:
+    # Reduced precision computes in float32 and rounds once, as PyTorch's own kernels do.
+    gen = torch.Generator().manual_seed(7)
+    act = DSReLU(negative_slope=negative_slope)
+    act.set_progress(0.3)
+    x = torch.randn(4, 8, 8, 8, generator=gen)
+    x.view(-1)[: len(SPECIAL_VALUES)] = torch.tensor(SPECIAL_VALUES)
+    x = x.to(dtype).requires_grad_(True)
+    y = act(x)
+    slope, negative = torch.tensor(act.slope), torch.tensor(negative_slope)
+    factor = torch.where(x.detach() > 0, slope, negative)  # float32 (opmath)
+    assert_same_bits(y, (x.detach() * factor).to(dtype))
+    grad = torch.randn(x.shape, generator=gen).to(dtype)
+    y.backward(grad)
+    assert_same_bits(x.grad, (grad * factor).to(dtype))
+    if kernel_mode == "fused":
+        from dsrelu_lightning.nn import dsrelu_fused_opt_in as fused
+
+        if fused._STATE.failed:
+            pytest.skip(f"this machine cannot build the fused kernels: {fused._STATE.failed}")
+        assert {(0, dtype, 1), (1, dtype, 1)} <= set(fused._STATE.kernels)  # they ran
 
 
 def test_paper_defaults_and_slope_endpoints() -> None:

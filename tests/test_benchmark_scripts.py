@@ -1,7 +1,8 @@
 """The performance benchmarks run and print what docs/performance.md quotes (tiny sizes).
 
 Each runs in its own process: the scripts set torch's threads and the allocator
-(``profiling.steady_malloc``) for the whole process. Speed itself is not judged here.
+(``benchmarks/profiling.py``'s ``steady_malloc``) for the whole process. Speed itself is
+not judged here.
 """
 
 from __future__ import annotations
@@ -23,22 +24,28 @@ def _run(script: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_op_benchmark_prints_ratios_and_saved_bytes_per_case() -> None:
-    out = _run("bench_op.py", "--shape", "2", "8", "16", "16", "--repeats", "2", "--threads", "1")
+    shape = ("--shape", "2", "8", "16", "16", "--repeats", "2", "--threads", "1")
+    out = _run("bench_op.py", *shape, "--candidates", "dsrelu_fused", "relu")
     assert re.search(
         r"^allocator: (glibc malloc: .*\(steady_malloc\)|allocator unchanged)", out, re.M
     )
     ratios = re.findall(rf"DSReLU fwd\+bwd / leaky_relu: {RATIO}", out)
     assert len(ratios) == 4  # float32 and bf16, contiguous and channels_last
-    assert out.count("(<=: True)") == 4
+    assert len(re.findall(rf"dsrelu_fused / leaky_relu: {RATIO}", out)) == 4
+    assert len(re.findall(rf"relu / leaky_relu: {RATIO}", out)) == 4
+    assert out.count("(<= leaky_relu's + its 4 B slope: True)") == 4
 
 
 @pytest.mark.slow
 def test_step_benchmark_prints_ratio_control_stalls_and_page_faults() -> None:
     args = ("--network", "resnet18", "--repeats", "2", "--batch", "2", "--threads", "1")
-    out = _run("bench_step.py", *args, "--control", "--default-malloc")
+    out = _run("bench_step.py", *args, "--control", "--fused", "--default-malloc")
     assert "allocator: glibc default" in out
     assert re.search(rf"DSReLU step / ReLU step: {RATIO}", out)
+    assert re.search(rf"DSReLU \(opt-in fused\) step / ReLU step: {RATIO}", out)
     assert re.search(rf"control, ReLU step / ReLU step: {RATIO}", out)
     assert re.search(r"slowest timed step / median: relu \d+\.\d\dx, dsrelu \d+\.\d\dx", out)
-    assert re.search(r"page faults per timed step: relu \d+, dsrelu \d+, relu_control \d+", out)
+    faults = r"page faults per timed step: relu \d+, dsrelu \d+, relu_control \d+, dsrelu_fused \d+"
+    assert re.search(faults, out)

@@ -1,5 +1,6 @@
 """No compilation after the warm-up: a fit's epochs, last smaller batch, validation,
-precise BN's recalibration and a resume run on the kernels built at ``on_train_start``.
+precise BN's recalibration and a resume run on the kernels built at ``on_train_start``
+(none with the default eager kernels; the opt-in fused ones otherwise).
 
 Compilations are counted with torch's own counters: AOTAutograd's (every inductor
 compilation, DSReLU's fused kernels included, goes through it) and TorchDynamo's
@@ -20,7 +21,8 @@ from torch._dynamo.utils import counters
 from torch.utils.data import TensorDataset
 
 from dsrelu_lightning import PreciseBN, ResNetClassifier, SlopeScheduler
-from dsrelu_lightning.nn import dsrelu_fused as fused
+from dsrelu_lightning.nn import dsrelu_fused_opt_in as fused
+from dsrelu_lightning.nn import dsrelu_kernel as kernel
 
 
 def _compilations() -> int:
@@ -75,23 +77,24 @@ def _probe(trainer: pl.Trainer) -> _CompilationProbe:
     return next(c for c in trainer.callbacks if isinstance(c, _CompilationProbe))
 
 
-@pytest.fixture
-def every_activation_fused() -> Iterator[None]:
-    """The fused kernels for every activation, however small (8x8 digits, batches of 4),
-    none built yet; torch's counters at zero."""
-    fused.set_kernel_mode("auto")
+@pytest.fixture(params=["eager", pytest.param("fused", marks=pytest.mark.slow)])
+def kernel_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each kernel mode (fused: for every activation, however small: 8x8 digits, batches
+    of 4), no fused kernel built yet; torch's counters at zero; the mode as before after."""
+    before = kernel.kernel_mode()
+    kernel.set_kernel_mode(request.param)
     fused._STATE.forget_kernels()
     counters.clear()
-    yield
-    fused.set_kernel_mode("auto")
+    yield request.param
+    kernel.set_kernel_mode(before)
 
 
 def test_a_fit_and_its_resume_compile_nothing_after_the_warm_up(
-    tiny: TinyTrainer, every_activation_fused: None
+    tiny: TinyTrainer, kernel_mode: str
 ) -> None:
-    # The warm-up builds float32's forward and backward kernels: serial ones, and on
-    # several threads parallel ones too.
-    built = 2 if torch.get_num_threads() == 1 else 4
+    # The opt-in warm-up builds float32's forward and backward kernels: serial ones, and
+    # on several threads parallel ones too. The eager kernels compile nothing at all.
+    built = 0 if kernel_mode == "eager" else 2 if torch.get_num_threads() == 1 else 4
     trainer = _fit(tiny, max_epochs=2)
     first = _probe(trainer)
     assert first.at_start == built

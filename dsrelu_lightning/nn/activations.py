@@ -179,9 +179,10 @@ class DSReLU(nn.Module):
         if not self._progress_set and x.requires_grad and not torch.compiler.is_compiling():
             self._warn_if_unscheduled()
         # The slope stays a 0-dim tensor on x's device: no .item(), no host sync, no
-        # recompilation under torch.compile as progress changes. dsrelu() is one fused
-        # pass each way and saves for backward no more than F.leaky_relu does.
-        return dsrelu(x, self._slope_tensor(x.dtype), self.negative_slope)
+        # recompilation under torch.compile as progress changes. It is > 0 (both angles
+        # lie in (0, 90) degrees), which lets dsrelu() use its fast exact kernels.
+        slope = self._slope_tensor(x.dtype)
+        return dsrelu(x, slope, self.negative_slope, positive_slope=True)
 
     def _warn_if_unscheduled(self) -> None:
         """Warn (once per layer) when a scheduled layer trains with its progress never set."""

@@ -1,4 +1,4 @@
-"""Measurement helpers for the performance benchmarks and tests.
+"""Measurement helpers for the performance benchmarks (timing, saved bytes, the allocator).
 
 Timings on a shared machine drift, so candidates are timed interleaved (round-robin,
 order alternating each round) and compared as per-round ratios to a baseline timed
