@@ -17,9 +17,6 @@ from dsrelu_lightning.lazy_exports import lazy_exports
 
 PACKAGE = ROOT / "dsrelu_lightning"
 LINE_LIMIT = 350
-OVER_THE_LIMIT_FOR_NOW = {"nn/dsrelu_fused.py"}
-"""Modules over the limit that issue 32's kernel work splits; each must still be over it (the
-test says when one no longer is, so that it leaves this set)."""
 LAZY_PACKAGES = (
     "dsrelu_lightning",
     "dsrelu_lightning.data",
@@ -53,10 +50,7 @@ def test_no_module_is_over_350_lines() -> None:
         for path in PACKAGE.rglob("*.py")
     }
     over = {name: n for name, n in lengths.items() if n > LINE_LIMIT}
-    new = {name: n for name, n in over.items() if name not in OVER_THE_LIMIT_FOR_NOW}
-    assert not new, f"over {LINE_LIMIT} lines: {new}; split them by concern"
-    done = sorted(OVER_THE_LIMIT_FOR_NOW - set(over))
-    assert not done, f"{done} no longer over {LINE_LIMIT} lines: drop from OVER_THE_LIMIT_FOR_NOW"
+    assert not over, f"over {LINE_LIMIT} lines: {over}; split them by concern"
 
 
 def test_design_public_import_paths_work() -> None:
