@@ -186,7 +186,7 @@ def check_schedule(
                 "and returns the slope"
             ) from None
         if not (math.isfinite(slope) and slope > 0):
-            got = f"{slope!r}" if value.numel() == 1 else f"shape {tuple(value.shape)}"
+            got = f"{slope:.6g}" if value.numel() == 1 else f"shape {tuple(value.shape)}"
             raise ConfigurationError(
                 f"DSReLU schedule {name!r} gives slope {got} at t={t:g} (initial_slope="
                 f"{initial_slope:.6g}, final_slope={final_slope:.6g}); the slope must be one "
