@@ -25,6 +25,7 @@ from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import dsrelu_modules
 from dsrelu_lightning.nn.frozen import freeze_dsrelu
 from dsrelu_lightning.nn.schedules import SCHEDULES
+from dsrelu_lightning.study.report.schedule_figure import schedule_shapes
 
 A, B = math.tan(math.radians(85)), math.tan(math.radians(10))
 TIMES = (0.0, 0.1, 0.25, 0.5, 0.7, 1.0)
@@ -321,3 +322,12 @@ def test_a_grid_runs_the_schedule_ablation_labels(tmp_path: Path) -> None:
     assert all(
         r["status"] == "finished" and math.isfinite(r["val"]["loss"]) for r in records.values()
     )
+
+
+def test_the_schedule_figure_draws_every_builtin_and_its_reciprocal() -> None:
+    left, right = schedule_shapes().axes
+    assert [line.get_label() for line in left.get_lines()] == list(SCHEDULES)
+    for slope, negative in zip(left.get_lines(), right.get_lines(), strict=False):
+        assert negative.get_ydata() * slope.get_ydata() == pytest.approx(1.0)
+    linear = left.get_lines()[list(SCHEDULES).index("linear")].get_ydata()
+    assert (linear[0], linear[-1]) == pytest.approx((A, B))
