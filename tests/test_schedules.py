@@ -76,7 +76,7 @@ def test_constant_schedules_hold_their_slope_and_are_not_scheduled() -> None:
     assert "schedule='constant', constant_slope=0.176" in repr(end)
     with pytest.raises(ConfigurationError, match="constant_slope=2 applies to schedule 'const"):
         DSReLU(constant_slope=2)
-    with pytest.raises(ConfigurationError, match="schedule 'constant' gives slope -1.0 at t=0"):
+    with pytest.raises(ConfigurationError, match="constant_slope=-1 must be > 0"):
         DSReLU(schedule="constant", constant_slope=-1)
 
 
@@ -203,13 +203,15 @@ def test_a_bn_network_predicts_the_same_class_with_dsrelu_and_leaky_relu_equiv(
         assert torch.equal(evaluated[0].argmax(1), evaluated[1].argmax(1))
 
 
-def test_leaky_relu_equiv_freezes_to_its_own_slopes() -> None:
-    layer = DSReLU(equivalent_leaky=True, schedule="linear")
-    layer.set_progress(0.5)
-    frozen = freeze_dsrelu(layer)
+def test_freezing_keeps_the_slopes_the_schedule_gave() -> None:
     x = torch.randn(100)
-    assert (frozen.slope, frozen.negative_slope) == layer.applied_slopes
-    assert torch.equal(frozen(x), layer(x))
+    for kwargs in ({"schedule": "cosine"}, {"schedule": "linear", "equivalent_leaky": True}):
+        layer = DSReLU(**kwargs)
+        layer.set_progress(0.5)
+        frozen = freeze_dsrelu(layer)
+        assert (frozen.slope, frozen.negative_slope) == layer.applied_slopes
+        assert torch.equal(frozen(x), layer(x))
+    assert layer.applied_slopes == pytest.approx((1.0, 1 / EXPECTED["linear"](0.5)))
 
 
 # --- no recompilation per schedule -----------------------------------------------------------

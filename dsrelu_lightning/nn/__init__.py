@@ -16,6 +16,7 @@ _EXPORTS = {
     "build_activation": "activations",
     "canonical_activation_name": "activations",
     "dsrelu_slope": "activations",
+    "SCHEDULES": "schedules",
     "FrozenDSReLU": "frozen",
     "freeze_dsrelu": "frozen",
     "build_resnet34": "resnet",
@@ -48,3 +49,4 @@ if TYPE_CHECKING:
         replace_activations,
     )
     from dsrelu_lightning.nn.resnet import build_resnet34
+    from dsrelu_lightning.nn.schedules import SCHEDULES

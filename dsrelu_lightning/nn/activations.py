@@ -107,6 +107,8 @@ class DSReLU(nn.Module):
                     f"only, not {self.schedule!r}"
                 )
             self.constant_slope = finite_argument("constant_slope", constant_slope)
+            if self.constant_slope <= 0:
+                raise ConfigurationError(f"DSReLU constant_slope={constant_slope!r} must be > 0")
             self._ends = (self.constant_slope, self.constant_slope)
         self.equivalent_leaky = bool(equivalent_leaky)
         self._checked = check_schedule(

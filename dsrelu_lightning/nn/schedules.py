@@ -5,7 +5,8 @@ progress ``t`` in [0, 1], with ``initial_slope = tan(initial_angle)`` (``a``) an
 ``final_slope = tan(final_angle)`` (``b``). The built-ins work on Python floats and on tensors
 (elementwise, on the tensor's device, differentiable), so DSReLU computes its slope on the
 device with no host sync. A user's function is called with ``t`` a 0-dim tensor: write it with
-torch operations (``torch.exp``, not ``math.exp``) to keep it on the device.
+torch operations (``torch.exp``, not ``math.exp``; ``torch.where``, not ``if t < 0.5``) to keep
+it on the device and free of recompilations under ``torch.compile``.
 """
 
 from __future__ import annotations
