@@ -15,6 +15,7 @@ from dsrelu_lightning.study.report.figures import (
     validation_curves,
 )
 from dsrelu_lightning.study.report.results import CellResult, group_tables
+from dsrelu_lightning.study.report.schedule_figure import schedule_shapes
 from dsrelu_lightning.study.report.significance import ACROSS, rank_tests, repeated_rank_test
 
 __all__ = ["write_figures"]
@@ -44,6 +45,8 @@ def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list
             "epoch_time": epoch_time_bars({k: v for k, v in times.items() if v}, dataset),
             "cd_diagram": critical_difference_diagram(ranks[dataset], dataset, "cells"),
         }
+        if figures["dsrelu_slope"] is not None:  # beside the logged slope: every shape it can take
+            figures["dsrelu_schedules"] = schedule_shapes()
         if repeated := repeated_rank_test(cells):
             title = f"{dataset}, {len(repeated.labels)} labels"
             figures["cd_diagram_repeated"] = critical_difference_diagram(repeated, title, "cells")
