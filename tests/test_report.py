@@ -335,7 +335,7 @@ def test_figures_are_written_per_dataset(grid: tuple[Path, dict]) -> None:
     output, _ = grid
     markdown = write_report(output).read_text()
     for dataset in ("digits", "cifar100"):
-        for name in ("val_curves", "dsrelu_slope", "epoch_time", "cd_diagram"):
+        for name in ("val_curves", "dsrelu_slope", "dsrelu_schedules", "epoch_time", "cd_diagram"):
             path = output / "figures" / f"{dataset}_{name}.png"
             assert path.read_bytes().startswith(PNG)
             assert f"](figures/{path.name})" in markdown

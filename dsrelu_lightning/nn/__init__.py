@@ -23,3 +23,4 @@ if TYPE_CHECKING:
         replace_activations,
     )
     from dsrelu_lightning.nn.resnet import build_resnet34
+    from dsrelu_lightning.nn.schedules import SCHEDULES

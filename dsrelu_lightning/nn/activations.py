@@ -6,22 +6,33 @@ from steep to shallow over training progress ``t`` in [0, 1]::
     f(x; t) = s(t) * x               for x > 0
             = negative_slope * x     for x <= 0
     s(t)    = a + (b - a) / (1 + exp(-k * (t - 0.5))),  a = tan(initial), b = tan(final)
+
+``s(t)`` above is the paper's (``schedule="sigmoid"``); :mod:`~dsrelu_lightning.nn.schedules`
+holds the other shapes and reads the user's own.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.dsrelu_kernel import dsrelu, opmath_dtype
+from dsrelu_lightning.nn.schedules import (
+    ScheduleFn,
+    angle_slope,
+    check_schedule,
+    dsrelu_slope,
+    finite_argument,
+    resolve_schedule,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -36,53 +47,31 @@ __all__ = [
 ]
 
 
-def dsrelu_slope(
-    t: float | Tensor, initial_slope: float, final_slope: float, steepness: float
-) -> float | Tensor:
-    """Return the positive-side slope ``s(t)`` of DSReLU at progress ``t``.
-
-    Works on Python floats and on tensors (elementwise, differentiable).
-    """
-    if isinstance(t, Tensor):
-        gate = torch.sigmoid(steepness * (t - 0.5))
-    else:
-        gate = 1.0 / (1.0 + math.exp(-steepness * (t - 0.5)))
-    return initial_slope + (final_slope - initial_slope) * gate
-
-
-def _finite(name: str, value: Any) -> float:
-    """``value`` as a finite float, or a ConfigurationError naming the argument."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise ConfigurationError(f"DSReLU {name}={value!r} must be a finite number")
-    return number
-
-
-def _check_angle(name: str, degrees: float) -> float:
-    if not 0.0 < degrees < 90.0:
-        raise ConfigurationError(
-            f"DSReLU {name}={degrees!r} must lie strictly inside (0, 90) degrees"
-        )
-    return math.tan(math.radians(degrees))
-
-
 class DSReLU(nn.Module):
-    """ReLU variant whose positive-side slope follows a sigmoid schedule over training.
+    """ReLU variant whose positive-side slope follows a schedule over training progress.
 
     Args:
         initial_angle: angle in degrees of the positive side at the start (paper: 85).
         final_angle: angle in degrees of the positive side at the end (paper: 10).
-        steepness: ``k`` of the sigmoid schedule (paper: 5).
+        steepness: ``k`` of the sigmoid schedules (paper: 5).
         negative_slope: slope for ``x <= 0`` (paper and its code: 1.0, the identity).
         inplace: accepted and ignored (DSReLU always returns a new tensor), so that DSReLU
             can be given where networks build ``act_layer(inplace=True)`` (timm's
             ``act_layer``, torchvision's ``activation_layer``).
+        schedule: the shape of ``s(t)`` from ``a = tan(initial_angle)`` to
+            ``b = tan(final_angle)``: ``sigmoid`` (the paper's), ``linear``, ``cosine``,
+            ``exponential`` (geometric), ``step`` (``a`` until t = 0.5, then ``b``),
+            ``constant`` (``constant_slope`` throughout), ``reverse_sigmoid`` (``b`` to
+            ``a``), or an import path to your own ``fn(t, initial_slope, final_slope,
+            steepness) -> slope`` (checked once: finite and > 0 for t in [0, 1]).
+        constant_slope: the slope of ``schedule="constant"`` (default ``a``).
+        equivalent_leaky: apply ``f(x; t) / s(t)`` instead: the LeakyReLU with positive
+            slope 1 and negative slope ``negative_slope / s(t)`` on the same schedule.
 
     ``progress`` is a registered scalar buffer, so it is saved in checkpoints and
-    follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it. It
+    follows ``.to(device)``; :class:`~dsrelu_lightning.SlopeScheduler` advances it through
+    :meth:`set_progress`. Write it only through set_progress or ``load_state_dict``: the
+    slope is computed once per change, and other in-place writes are not seen. It
     stays float32 (or float64) when the module is converted to float16/bfloat16, and the
     slope is computed from it in the input's opmath dtype (float32 for float16/bfloat16
     inputs), so a bf16 model applies, and logs, the scheduled slope to float32 precision.
@@ -97,22 +86,44 @@ class DSReLU(nn.Module):
         steepness: float = 5.0,
         negative_slope: float = 1.0,
         inplace: bool = False,
+        schedule: str | ScheduleFn = "sigmoid",
+        constant_slope: float | None = None,
+        equivalent_leaky: bool = False,
     ) -> None:
         super().__init__()
-        self.initial_angle = _finite("initial_angle", initial_angle)
-        self.final_angle = _finite("final_angle", final_angle)
-        self.initial_slope = _check_angle("initial_angle", self.initial_angle)
-        self.final_slope = _check_angle("final_angle", self.final_angle)
-        self.steepness = _finite("steepness", steepness)
-        self.negative_slope = _finite("negative_slope", negative_slope)
+        self.initial_angle = finite_argument("initial_angle", initial_angle)
+        self.final_angle = finite_argument("final_angle", final_angle)
+        self.initial_slope = angle_slope("initial_angle", self.initial_angle)
+        self.final_slope = angle_slope("final_angle", self.final_angle)
+        self.steepness = finite_argument("steepness", steepness)
+        self.negative_slope = finite_argument("negative_slope", negative_slope)
+        self.schedule, self._schedule_fn = resolve_schedule(schedule)
+        self.constant_slope = None
+        self._ends = (self.initial_slope, self.final_slope)  # a and b as the schedule sees them
+        if constant_slope is not None:
+            if self.schedule != "constant":
+                raise ConfigurationError(
+                    f"DSReLU constant_slope={constant_slope!r} applies to schedule 'constant' "
+                    f"only, not {self.schedule!r}"
+                )
+            self.constant_slope = finite_argument("constant_slope", constant_slope)
+            if self.constant_slope <= 0:
+                raise ConfigurationError(f"DSReLU constant_slope={constant_slope!r} must be > 0")
+            self._ends = (self.constant_slope, self.constant_slope)
+        self.equivalent_leaky = bool(equivalent_leaky)
+        self._checked = check_schedule(
+            self._schedule_fn, self.schedule, *self._ends, self.steepness
+        )
         self.register_buffer("progress", torch.zeros((), dtype=torch.float32))
-        self._slope_cache: tuple[Tensor, tuple[Any, ...], Tensor] | None = None
+        self._slopes: dict[tuple[Any, ...], Tensor] = {}  # s(progress) per input dtype
+        self._slopes_of: Tensor | None = None  # the progress tensor _slopes were computed from
+        self.register_load_state_dict_post_hook(_forget_slopes)
         self._progress_set = False  # set_progress was called: something schedules this layer
 
     @property
     def is_scheduled(self) -> bool:
         """Whether the slope changes with progress (False for a fixed-slope variant)."""
-        return self.initial_angle != self.final_angle
+        return len(set(self._checked)) > 1
 
     def set_progress(self, t: float) -> None:
         """Set training progress ``t`` in [0, 1] (in place: no host-device sync)."""
@@ -120,21 +131,31 @@ class DSReLU(nn.Module):
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"DSReLU progress must lie in [0, 1], got {t!r}")
         self.progress.fill_(t)
+        self._slopes.clear()
         self._progress_set = True
 
     def slope_at(self, t: float) -> float:
-        """The positive-side slope at progress ``t`` (host arithmetic, no device sync)."""
-        return float(dsrelu_slope(t, self.initial_slope, self.final_slope, self.steepness))
+        """The positive-side slope at progress ``t`` (float64 on the host, no device sync)."""
+        progress = torch.tensor(float(t), dtype=torch.float64)
+        return float(self._schedule_fn(progress, *self._ends, self.steepness))
 
     @property
     def slope(self) -> float:
-        """The positive-side slope ``s(t)`` this layer applies now, as a float.
+        """The positive-side slope ``s(t)`` of the schedule now, as a float (with
+        ``equivalent_leaky`` the layer applies 1 and ``negative_slope / s(t)`` instead).
 
         Computed from ``progress`` in its own precision (float32 unless the module was
         converted to float64), exactly as the layer applies it to inputs of that
         precision or lower (reads one device value).
         """
         return float(self._slope_tensor(self.progress.dtype))
+
+    @property
+    def applied_slopes(self) -> tuple[float, float]:
+        """The slopes the layer applies now to ``x > 0`` and to ``x <= 0`` (as :attr:`slope`)."""
+        if self.equivalent_leaky:
+            return 1.0, float(self._slope_tensor(self.progress.dtype, leaky=True))
+        return self.slope, self.negative_slope
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DSReLU:
         """As ``nn.Module._apply``, except that ``progress`` never narrows below float32.
@@ -148,36 +169,43 @@ class DSReLU(nn.Module):
         if after.is_floating_point() and after.dtype.itemsize < 4:
             wide = torch.promote_types(before.dtype, torch.float32)
             self.progress = before.to(device=after.device, dtype=wide)
+        self._slopes.clear()
         return self
 
-    def _slope_tensor(self, dtype: torch.dtype) -> Tensor:
+    def _slope_tensor(self, dtype: torch.dtype, leaky: bool = False) -> Tensor:
         """``s(progress)`` as a 0-dim tensor on progress's device, in the opmath dtype of
-        inputs of ``dtype`` (float32 for float16/bfloat16/float32, float64 for float64).
+        inputs of ``dtype`` (float32 for float16/bfloat16/float32, float64 for float64);
+        ``leaky``: ``negative_slope / s`` as prelu's 1-element weight, in ``dtype``.
 
-        In eager mode it is computed once per change of ``progress`` (its version counter
-        moves with every in-place write: set_progress, load_state_dict, copy_) instead of
-        five tiny kernels per call; under torch.compile it is part of the graph. Writes
-        through ``progress.data`` bypass the version counter: use set_progress.
+        In eager mode it is computed once per change of ``progress`` (set_progress,
+        load_state_dict and ``.to()`` forget it) instead of a few tiny kernels per call;
+        under torch.compile it is part of the graph.
         """
         progress = self._buffers["progress"]  # (self.progress: nn.Module.__getattr__, 0.5 us)
         if torch.compiler.is_compiling() or progress.is_inference():
-            return self._compute_slope(progress, opmath_dtype(dtype))
+            return self._compute_slope(progress, dtype, leaky)
+        if self._slopes_of is not progress:  # a new tensor, e.g. load_state_dict(assign=True)
+            self._slopes.clear()
+            self._slopes_of = progress
         # Keyed by the input dtype, not its opmath: no dtype promotion on a cache hit.
-        key = (progress._version, dtype, torch.is_inference_mode_enabled())
-        cached = self._slope_cache
-        if cached is None or cached[0] is not progress or cached[1] != key:
+        key = (dtype, torch.is_inference_mode_enabled(), leaky)
+        slope = self._slopes.get(key)
+        if slope is None:
             with torch.no_grad():
-                cached = (progress, key, self._compute_slope(progress, opmath_dtype(dtype)))
-            self._slope_cache = cached
-        return cached[2]
+                slope = self._slopes[key] = self._compute_slope(progress, dtype, leaky)
+        return slope
 
-    def _compute_slope(self, progress: Tensor, dtype: torch.dtype) -> Tensor:
-        t = progress.to(dtype)
-        return dsrelu_slope(t, self.initial_slope, self.final_slope, self.steepness)
+    def _compute_slope(self, progress: Tensor, dtype: torch.dtype, leaky: bool) -> Tensor:
+        opmath = opmath_dtype(dtype)
+        slope = self._schedule_fn(progress.to(opmath), *self._ends, self.steepness)
+        slope = torch.as_tensor(slope, dtype=opmath, device=progress.device).reshape(())
+        return (self.negative_slope / slope).to(dtype).reshape(1) if leaky else slope
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._progress_set and x.requires_grad and not torch.compiler.is_compiling():
             self._warn_if_unscheduled()
+        if self.equivalent_leaky:  # LeakyReLU with a tensor slope: no sync, no recompile
+            return F.prelu(x, self._slope_tensor(x.dtype, leaky=True))
         # The slope stays a 0-dim tensor on x's device: no .item(), no host sync, no
         # recompilation under torch.compile as progress changes. It is > 0 (both angles
         # lie in (0, 90) degrees), which lets dsrelu() use its fast exact kernels.
@@ -198,10 +226,19 @@ class DSReLU(nn.Module):
             )
 
     def extra_repr(self) -> str:
-        return (
-            f"initial_angle={self.initial_angle}, final_angle={self.final_angle}, "
-            f"steepness={self.steepness}, negative_slope={self.negative_slope}"
-        )
+        extra = [] if self.schedule == "sigmoid" else [f"schedule={self.schedule!r}"]
+        if self.constant_slope is not None:
+            extra.append(f"constant_slope={self.constant_slope}")
+        if self.equivalent_leaky:
+            extra.append("equivalent_leaky=True")
+        angles = f"initial_angle={self.initial_angle}, final_angle={self.final_angle}"
+        slopes = f"steepness={self.steepness}, negative_slope={self.negative_slope}"
+        return ", ".join([angles, slopes, *extra])
+
+
+def _forget_slopes(module: DSReLU, incompatible_keys: Any) -> None:
+    """load_state_dict wrote ``progress``: the next call computes the slope anew."""
+    module._slopes.clear()
 
 
 ActivationFactory = Callable[..., nn.Module]

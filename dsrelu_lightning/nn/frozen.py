@@ -51,10 +51,11 @@ def frozen_slope(module: DSReLU) -> float:
 
 def freeze_dsrelu(network: nn.Module) -> nn.Module:
     """Replace every DSReLU in ``network`` (in place) by a :class:`FrozenDSReLU` at its
-    current slope; return the network (the frozen module itself when ``network`` is a
-    DSReLU). Other modules, parameters and buffers stay as they are."""
+    current slopes; return the network (the frozen module itself when ``network`` is a
+    DSReLU; ``equivalent_leaky`` ones at slope 1 and ``negative_slope / s``). Other modules,
+    parameters and buffers stay as they are."""
     if isinstance(network, DSReLU):
-        return FrozenDSReLU(frozen_slope(network), network.negative_slope)
+        return FrozenDSReLU(*network.applied_slopes)
     for name, child in list(network.named_children()):
         setattr(network, name, freeze_dsrelu(child))
     return network

@@ -30,13 +30,18 @@ GATE_WARNING = 0.5
 
 
 class SlopeScheduler(Callback):
-    """Advance the progress of the model's DSReLU layers over training.
+    """Advance the progress ``t`` of the model's DSReLU layers over training.
+
+    The callback sets ``t`` only; the shape of the slope ``s(t)`` is each layer's own
+    (``DSReLU(schedule=...)``, e.g. ``--model.activation_args '{"schedule": "cosine"}'``),
+    ``equivalent_leaky`` layers (the ``leaky_relu_equiv`` ablation) included.
 
     Args:
         granularity: ``"epoch"`` sets ``t = current_epoch / max_epochs`` at each training
             epoch start (the paper's schedule); ``"step"`` sets
             ``t = global_step / estimated_stepping_batches`` before each batch.
-        schedule: ``"paper"`` (default) moves EVERY DSReLU layer as above.
+        schedule: which layers advance, and how far: ``"paper"`` (default) moves EVERY
+            DSReLU layer as above.
             ``"authors_code"`` emulates the authors' published code, for ablations only:
             only the first DSReLU in forward order (the stem's) advances, by
             ``t = current_epoch / len(train_dataloader)`` (Lightning's
@@ -48,7 +53,7 @@ class SlopeScheduler(Callback):
     the schedule from the restored epoch/step; a fit resumed from a mid-epoch checkpoint
     (Lightning's ``hpc_ckpt_<n>.ckpt``, saved on SLURM's SIGUSR1), for which Lightning
     skips that epoch's ``on_train_epoch_start``, gets it at its first batch instead. Logs
-    ``dsrelu/slope``, the slope the first layer applies, once per epoch. At the start of
+    ``dsrelu/slope``, the first layer's ``s(t)``, once per epoch. At the start of
     training it builds DSReLU's fused kernels for the activations' dtype and the weights'
     (unless the model is ``torch.compile``-d), so that no epoch, validation or resumed fit
     compiles anything. In the first training batch of a fit it also watches the network's

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from dsrelu_lightning.atomic import atomic_write_bytes
 from dsrelu_lightning.study.report.hypothesis_tests import RankTest, mean_std
 from dsrelu_lightning.study.report.results import CellResult, group_tables
+from dsrelu_lightning.study.report.schedule_figure import schedule_shapes
 from dsrelu_lightning.study.report.table_tests import ACROSS, rank_tests, repeated_rank_test
 
 __all__ = [
@@ -237,6 +238,8 @@ def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list
             "epoch_time": epoch_time_bars({k: v for k, v in times.items() if v}, dataset),
             "cd_diagram": critical_difference_diagram(ranks[dataset], dataset, "cells"),
         }
+        if figures["dsrelu_slope"] is not None:  # beside the logged slope: every shape it can take
+            figures["dsrelu_schedules"] = schedule_shapes()
         if repeated := repeated_rank_test(cells):
             title = f"{dataset}, {len(repeated.labels)} labels"
             figures["cd_diagram_repeated"] = critical_difference_diagram(repeated, title, "cells")
