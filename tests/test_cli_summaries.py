@@ -24,6 +24,7 @@ from dsrelu_lightning.__main__ import COMMANDS
 from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.cli.errors import silence_third_party_noise
 from dsrelu_lightning.data import DigitsDataModule
+from dsrelu_lightning.nn.schedules import SCHEDULES
 from dsrelu_lightning.training import default_callbacks
 
 QUICK = [
@@ -141,6 +142,8 @@ def test_fit_help_is_short_and_names_the_activations() -> None:
     block = " ".join(lines[start : start + 8])
     assert all(f" {name}," in block or f" {name} " in block for name in ACTIVATIONS)
     assert "initial_angle=85.0" in block and "final_angle=10.0" in block
+    args = " ".join(lines[next(i for i, x in enumerate(lines) if "activation_args" in x) :][:5])
+    assert all(name in args for name in SCHEDULES), args
     assert "torch.nn.modules" not in out and "``" not in out
     # What the page leaves out, it says where to find: every option stays accepted.
     assert "--trainer.callbacks.help CLASS" in out and "--print_config" in out

@@ -14,7 +14,7 @@ from conftest import small_classifier
 
 from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
 from dsrelu_lightning.nn.dsrelu_kernel import dsrelu_formula
-from dsrelu_lightning.nn.frozen import FrozenDSReLU, freeze_dsrelu, frozen_slope
+from dsrelu_lightning.nn.frozen import FrozenDSReLU, freeze_dsrelu
 from dsrelu_lightning.training.deployment import deployment_network
 from dsrelu_lightning.training.module import Classifier
 
@@ -31,7 +31,7 @@ def _at_half_progress(model: Classifier) -> Classifier:
 def test_frozen_dsrelu_gives_dsrelus_values_bit_for_bit(negative_slope: float) -> None:
     dsrelu = DSReLU(80.0, 20.0, negative_slope=negative_slope)
     dsrelu.set_progress(0.5)
-    frozen = FrozenDSReLU(frozen_slope(dsrelu), negative_slope)
+    frozen = FrozenDSReLU(dsrelu.slope, negative_slope)
     x = torch.randn(4, 8, 16, 16)
     with torch.no_grad():
         assert torch.equal(frozen(x), dsrelu(x))
@@ -45,7 +45,7 @@ def test_the_deployment_network_is_a_frozen_eval_copy() -> None:
     network = deployment_network(model.model)
     frozen = [m for m in network.modules() if isinstance(m, FrozenDSReLU)]
     assert len(frozen) == 4 and not dsrelu_modules(network)
-    assert {m.slope for m in frozen} == {frozen_slope(dsrelu_modules(model)[0])}
+    assert {m.slope for m in frozen} == {dsrelu_modules(model)[0].slope}
     assert not network.training and not any(p.requires_grad for p in network.parameters())
     assert model.training and len(dsrelu_modules(model)) == 4  # the original is untouched
 
@@ -53,7 +53,7 @@ def test_the_deployment_network_is_a_frozen_eval_copy() -> None:
 def test_freeze_dsrelu_of_a_lone_module_returns_its_frozen_module() -> None:
     dsrelu = DSReLU()
     frozen = freeze_dsrelu(dsrelu)
-    assert isinstance(frozen, FrozenDSReLU) and frozen.slope == frozen_slope(dsrelu)
+    assert isinstance(frozen, FrozenDSReLU) and frozen.slope == dsrelu.slope
 
 
 def test_to_onnx_writes_the_frozen_eval_network_with_a_dynamic_batch(tmp_path: Path) -> None:

@@ -134,12 +134,11 @@ def activation_help() -> str:
     dsrelu_args = ", ".join(
         f"{p.name}={p.default}"
         for p in inspect.signature(DSReLU).parameters.values()
-        if p.name != "inplace"
+        if p.name not in ("inplace", "constant_slope", "equivalent_leaky")
     )
     return (
         f"activation at every site, one of: {', '.join(ACTIVATIONS)} (case-insensitive); "
-        f"its arguments go in --model.activation_args, DSReLU's (degrees; the paper's "
-        f"defaults): {dsrelu_args}"
+        f"DSReLU's --model.activation_args (paper's defaults): {dsrelu_args}"
     )
 
 

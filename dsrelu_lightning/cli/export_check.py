@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
-from dsrelu_lightning.nn.frozen import frozen_slope
 from dsrelu_lightning.training.deployment import (
     EXPORT_EXTRA,
     INPUT_NAME,
@@ -275,7 +274,7 @@ def activation_record(model: Classifier) -> dict[str, Any]:
         return record
     first: DSReLU = layers[0]
     slopes = {
-        name: module.slope
+        name: module.applied_slopes
         for name, module in model.model.named_modules()
         if isinstance(module, DSReLU)
     }
@@ -286,11 +285,12 @@ def activation_record(model: Classifier) -> dict[str, Any]:
         "final_angle": first.final_angle,
         "steepness": first.steepness,
         "negative_slope": first.negative_slope,
+        "schedule": first.schedule,
+        "equivalent_leaky": first.equivalent_leaky,
         "progress": progress.pop() if len(progress) == 1 else None,
     }
     if len(set(slopes.values())) == 1:
-        record["slope_at_export"] = first.slope
-        record["frozen_slope_float32"] = frozen_slope(first)
+        record["slope_at_export"], record["negative_slope_at_export"] = first.applied_slopes
     else:
-        record["slopes_at_export"] = slopes
+        record["slopes_at_export"] = {name: list(pair) for name, pair in slopes.items()}
     return record

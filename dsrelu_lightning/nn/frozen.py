@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from dsrelu_lightning.nn.activations import DSReLU
 
-__all__ = ["FrozenDSReLU", "freeze_dsrelu", "frozen_slope"]
+__all__ = ["FrozenDSReLU", "freeze_dsrelu"]
 
 
 class FrozenDSReLU(nn.Module):
@@ -40,13 +40,6 @@ class FrozenDSReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"slope={self.slope!r}, negative_slope={self.negative_slope!r}"
-
-
-def frozen_slope(module: DSReLU) -> float:
-    """The slope ``module`` applies now, as its forward computes it (:attr:`DSReLU.slope`:
-    in its ``progress`` buffer's precision), so that a frozen network's outputs are the
-    DSReLU network's, bit for bit."""
-    return module.slope
 
 
 def freeze_dsrelu(network: nn.Module) -> nn.Module:

@@ -70,8 +70,9 @@ class Classifier(pl.LightningModule):
             family's 3x3/1 stem without max-pool, other networks' first conv at stride 1.
         lr: Adam learning rate (the authors' code used 1e-3, the paper states 1e-4).
         weight_decay: Adam weight decay (the paper used none).
-        activation_args: keyword arguments for the activation, e.g.
-            ``{"initial_angle": 75, "final_angle": 30}`` for DSReLU.
+        activation_args: keyword arguments for the activation, e.g. DSReLU's
+            ``{"initial_angle": 75, "schedule": "cosine"}`` (schedules: sigmoid, linear,
+            cosine, exponential, step, constant, reverse_sigmoid, or a module.fn path).
         activation_targets: the kinds of call sites to replace, e.g. ``["ReLU", "GELU"]``
             (default: every hidden nonlinearity; never the Sigmoid/Hardsigmoid gates).
         compile: ``torch.compile`` the network (not the metrics) when a Trainer sets the
