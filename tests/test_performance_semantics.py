@@ -380,7 +380,7 @@ def test_classifier_compile_option_keeps_weight_names_and_fuses_adam() -> None:
     module = ResNetClassifier(10, in_channels=1, stem="cifar", compile=True)
     module.configure_model()
     module.configure_model()  # Lightning calls it once per run: compile once
-    assert module.model._compiled_call_impl is not None
+    assert module.compiled
     assert list(module.state_dict()) == list(plain.state_dict())
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
