@@ -663,7 +663,8 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
         "MetricsHistory.on_train_epoch_end = on_train_epoch_end\n"
         "main(sys.argv[1:])\n"
     )
-    env = subprocess_env(OMP_NUM_THREADS="1")
+    # In-process cells: the patch above reaches the cell, and the kill ends the whole run.
+    env = subprocess_env(OMP_NUM_THREADS="1", **{IN_PROCESS_ENV: "1"})
     killed = subprocess.run(
         [sys.executable, "-c", killer, *command],
         cwd=ROOT,

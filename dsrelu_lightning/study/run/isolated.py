@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -44,10 +45,20 @@ def _readable(error: BaseException) -> BaseException:
     return error
 
 
+def _end_with_parent() -> None:
+    """End this process when the one that asked for it ends (e.g. ``kill -9`` of the grid),
+    as a call in that process would have ended."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(1)
+
+
 def _child(send: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
     def say(text: str) -> None:
         send.send(("say", text, ""))
 
+    threading.Thread(target=_end_with_parent, name="end-with-parent", daemon=True).start()
     try:
         value = target(*args, say=say)
     except BaseException as error:
