@@ -5,6 +5,7 @@ Speed itself is measured by benchmarks/ (ratios in one run), never here.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Iterator
@@ -380,8 +381,10 @@ def test_classifier_compile_option_keeps_weight_names_and_fuses_adam() -> None:
     module = ResNetClassifier(10, in_channels=1, stem="cifar", compile=True)
     module.configure_model()
     module.configure_model()  # Lightning calls it once per run: compile once
-    assert module.compiled
+    assert module.compiled and not copy.deepcopy(module).compiled  # a copy compiles afresh
     assert list(module.state_dict()) == list(plain.state_dict())
+    traced = module.to_torchscript(method="trace", example_inputs=torch.randn(2, 1, 8, 8))
+    assert isinstance(traced, torch.jit.ScriptModule)  # the plain network, not the compiled call
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
 
