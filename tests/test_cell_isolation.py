@@ -18,7 +18,6 @@ ONCE_PER_PROCESS = "is smaller than the logging interval"
 """Lightning's warning about a short epoch: Python shows it once per process."""
 
 
-@pytest.mark.slow  # ~35 s on two busy cores: the cells' server imports the package once
 def test_each_cell_of_a_grid_starts_from_a_fresh_process(tmp_path: Path) -> None:
     command = ["benchmark", "--config", DIGITS_CONFIG, "--activations", "relu"]
     command += ["--folds", "0,1", "--output", str(tmp_path), *tiny_args(max_epochs=1)]
