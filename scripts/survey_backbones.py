@@ -23,7 +23,7 @@ from torch import nn
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU
 from dsrelu_lightning.nn.backbones import build_backbone, torchvision_classifiers
-from dsrelu_lightning.nn.call_order import modules_called
+from dsrelu_lightning.nn.probing import modules_called
 from dsrelu_lightning.nn.replace import convert_activations
 from dsrelu_lightning.training.module import Classifier
 

@@ -45,6 +45,7 @@ from dsrelu_lightning.study.run.grid import (
     parse_shard,
     shard_cells,
 )
+from dsrelu_lightning.study.run.isolated import IN_PROCESS_ENV
 from dsrelu_lightning.study.run.runner import inspect_config, run_benchmark
 from dsrelu_lightning.study.run.variants import Variant, cv_label, select_variants
 
@@ -617,6 +618,7 @@ def test_early_stopped_cell_resumes_without_training_on(
     command += ["--model.activation", "relu", "--trainer.max_epochs", "3"]
     command += ["--early_stopping.stopping_threshold", "1e9"]
     first: dict = {}
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")  # the cells see this process's patch
 
     def killed(path: Path, data: dict) -> None:
         first.update(data)
@@ -661,7 +663,8 @@ def test_kill_9_mid_cv_then_rerun_resumes_without_duplicates(tmp_path: Path) -> 
         "MetricsHistory.on_train_epoch_end = on_train_epoch_end\n"
         "main(sys.argv[1:])\n"
     )
-    env = subprocess_env(OMP_NUM_THREADS="1")
+    # In-process cells: the patch above reaches the cell, and the kill ends the whole run.
+    env = subprocess_env(OMP_NUM_THREADS="1", **{IN_PROCESS_ENV: "1"})
     killed = subprocess.run(
         [sys.executable, "-c", killer, *command],
         cwd=ROOT,
@@ -695,6 +698,7 @@ def test_a_diverging_cell_is_recorded_and_not_retried(
         return loss * float("nan") if self.current_epoch >= 1 else loss
 
     monkeypatch.setattr(Classifier, "training_step", nan_from_epoch_1)
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")  # the cell sees this process's patch
     command = ["cv", "--config", DIGITS_CONFIG, "--folds", "0", "--output", str(tmp_path), *TINY]
     command += ["--keep_checkpoints", "none"]
     run_main(*command, "--model.activation", "relu").ok()

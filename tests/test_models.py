@@ -27,7 +27,7 @@ from dsrelu_lightning import (
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import activation_factory
-from dsrelu_lightning.nn.call_order import modules_called
+from dsrelu_lightning.nn.probing import modules_called
 from dsrelu_lightning.nn.replace import convert_activations
 
 RELEASE_CHECKPOINT = Path(__file__).parent / "data" / "release_0_1_resnet34.ckpt.gz"

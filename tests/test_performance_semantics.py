@@ -6,6 +6,7 @@ kernels have their own tests (test_fused_opt_in.py).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 
@@ -143,8 +144,10 @@ def test_classifier_compile_option_keeps_weight_names_and_fuses_adam() -> None:
     module = ResNetClassifier(10, in_channels=1, stem="cifar", compile=True)
     module.configure_model()
     module.configure_model()  # Lightning calls it once per run: compile once
-    assert module.model._compiled_call_impl is not None
+    assert module.compiled and not copy.deepcopy(module).compiled  # a copy compiles afresh
     assert list(module.state_dict()) == list(plain.state_dict())
+    traced = module.to_torchscript(method="trace", example_inputs=torch.randn(2, 1, 8, 8))
+    assert isinstance(traced, torch.jit.ScriptModule)  # the plain network, not the compiled call
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
 

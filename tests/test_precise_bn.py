@@ -385,3 +385,28 @@ def test_bn_figures_are_logged_every_epoch_of_a_cut_fit(tiny: TinyTrainer, tmp_p
     for row in rows:
         assert float(row["bn/stale_ratio"]) > 0 and float(row["bn/mean_shift"]) >= 0
         assert row["val_ema/acc"] != ""
+
+
+def test_a_compiled_network_is_recalibrated_and_probed_eagerly_compiling_nothing() -> None:
+    compilations = []
+
+    def counting(graph: torch.fx.GraphModule, example: object) -> object:
+        compilations.append(graph)
+        return graph.forward
+
+    plain = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.BatchNorm2d(3)
+    )
+    compiled = copy.deepcopy(plain)
+    compiled.compile(backend=counting)
+    compiled(torch.randn(8, 1, 8, 8))  # the training graph, as a fit has it
+    built = len(compilations)
+    batches = [torch.randn(n, 1, 8, 8) * 3 + 1 for n in (16, 7)]
+    for recalibration in (recalibrate_eval_consistent, recalibrate):
+        assert recalibration(compiled, batches) == recalibration(plain, batches) == 2
+        for mine, reference in zip(compiled.buffers(), plain.buffers(), strict=True):
+            torch.testing.assert_close(mine, reference)
+    layers = batch_norms(compiled)
+    seen = eval_mode_staleness(compiled, batches[0], compiled, layers)
+    assert seen is not None and set(seen.ratio) == set(layers)  # the hooks ran
+    assert len(compilations) == built and compiled.training

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
-from dsrelu_lightning.nn.modes import preserved_modes
+from dsrelu_lightning.nn.probing import probing
 
 __all__ = ["input_error"]
 
@@ -85,7 +85,7 @@ def input_error(network: nn.Module, inputs: Tensor, error: Exception) -> Excepti
     if isinstance(error, torch.cuda.OutOfMemoryError) or inputs.dim() < 3:
         return error
     shape = tuple(inputs.shape[1:])
-    with preserved_modes(network), torch.no_grad():
+    with probing(network), torch.no_grad():
         network.eval()
         with _innermost_failure(network) as failed:
             if _runs(network, shape, inputs):

@@ -13,8 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dsrelu_lightning.nn.compiled import is_compiled
-from dsrelu_lightning.nn.modes import preserved_modes
+from dsrelu_lightning.nn.probing import probing
 from dsrelu_lightning.training.bn_stats import batch_norms, loader_batches, preserved_rng
 from dsrelu_lightning.training.evaluable import batch_forward
 from dsrelu_lightning.training.precise_bn import PreciseBN
@@ -65,7 +64,7 @@ def eval_mode_staleness(
 
     handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
     try:
-        with preserved_modes(module), torch.no_grad():
+        with probing(module), torch.no_grad():
             module.eval()
             forward(batch)
     finally:
@@ -91,7 +90,7 @@ class BNStalenessMonitor(Callback):
     ``shift_threshold`` warns once, naming the layer. A layer counts once its initial
     statistics weigh less than 5% of its running average (every layer, after precise BN).
     Random streams and the model are
-    left as they were; skipped for a compiled model (hooks would recompile it).
+    left as they were; a compiled network runs the probe eagerly, so nothing recompiles.
 
     Args:
         enabled: on by default (``--bn_staleness.enabled false`` switches it off).
@@ -108,7 +107,7 @@ class BNStalenessMonitor(Callback):
         self._warned = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.enabled or trainer.sanity_checking or is_compiled(pl_module):
+        if not self.enabled or trainer.sanity_checking:
             return
         precise = next((cb for cb in trainer.callbacks if isinstance(cb, PreciseBN)), None)
         recomputed = precise is not None and precise.recalibrated  # no initial values left

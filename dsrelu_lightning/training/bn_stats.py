@@ -18,7 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
-from dsrelu_lightning.nn.modes import preserved_modes
+from dsrelu_lightning.nn.probing import probing
 
 __all__ = [
     "batch_norms",
@@ -134,7 +134,7 @@ def recalibrate(
             count += 1
             yield [batch]  # update_bn passes input[0] of a list: the whole batch
 
-    with preserved_modes(module):
+    with probing(module):
         update_bn(counted(), _BatchForward(module, forward or module))
     return count
 
@@ -172,12 +172,41 @@ def recalibrate_eval_consistent(
     evaluation; train-mode estimation (:func:`recalibrate`) cannot (Wu & Johnson 2021).
 
     The forward holds every batch's activations at once. ``sum_across_ranks`` (an all-reduce
-    sum) pools each layer's statistics over ranks as its input arrives, so every rank holds
-    the same buffers. Returns the number of batches used.
+    sum, called by every rank) pools the statistics over ranks, so every rank holds the same
+    buffers: each layer's as its input arrives when every rank has batches; when some rank
+    has none, each rank recalibrates from its own batches and the results are pooled once
+    (:func:`pool_across_ranks`), so every rank takes part in the same collectives. Returns
+    the number of batches this rank used.
     """
     batches = list(batches)
-    if not batches:
-        return 0
+    layers = batch_norms(module)
+    if sum_across_ranks is None or not layers:
+        pool_in_hooks = False
+    else:  # agree first on who has work: ranks with batches, ranks
+        flag = [1.0 if batches else 0.0, 1.0]
+        working, ranks = sum_across_ranks(_on(layers, torch.tensor(flag))).tolist()
+        if working == 0:
+            return 0
+        pool_in_hooks = working == ranks
+    if batches:
+        _fill_in_eval_mode(module, batches, forward, sum_across_ranks if pool_in_hooks else None)
+    if sum_across_ranks is not None and layers and not pool_in_hooks:
+        pool_across_ranks(layers.values(), len(batches), sum_across_ranks)
+    return len(batches)
+
+
+def _on(layers: Mapping[str, _BatchNorm], value: Tensor) -> Tensor:
+    """``value`` on the device of ``layers``' buffers (where the collectives run)."""
+    return value.to(next(iter(layers.values())).running_mean.device)
+
+
+def _fill_in_eval_mode(
+    module: nn.Module,
+    batches: list[Any],
+    forward: Callable[[Any], object] | None,
+    sum_across_ranks: Callable[[Tensor], Tensor] | None,
+) -> None:
+    """:func:`recalibrate_eval_consistent`'s forward: each layer filled as its input arrives."""
     sizes = [_batch_size(b) for b in batches]
     filled: set[nn.Module] = set()
 
@@ -200,32 +229,35 @@ def recalibrate_eval_consistent(
 
     hooks = [m.register_forward_pre_hook(fill) for m in batch_norms(module).values()]
     try:
-        with preserved_modes(module), torch.no_grad():
+        with probing(module), torch.no_grad():
             module.eval()
             (forward or module)(_concatenate(batches))
     finally:
         for hook in hooks:
             hook.remove()
-    return len(batches)
 
 
-def pool_across_ranks(layers: Iterable[_BatchNorm], count: int, strategy: Any) -> None:
+def pool_across_ranks(
+    layers: Iterable[_BatchNorm], count: int, sum_across_ranks: Callable[[Tensor], Tensor]
+) -> None:
     """Make every rank hold the cumulative average over ALL ranks' batches.
 
-    Each rank's statistics are averages over its own ``count`` batches; the batch-weighted
-    mean of them is the average over every batch of every rank, exactly what one process
-    iterating all those batches would hold (one all-reduce for all layers). Adding the
-    spread of the ranks' means would estimate a population variance instead: not what BN
-    normalised with in training, where each rank's batch is just another batch.
-    ``num_batches_tracked`` becomes the total batch count, so the buffers are identical.
+    Each rank's statistics are averages over its own ``count`` batches (a rank with none
+    adds nothing); the batch-weighted mean of them is the average over every batch of every
+    rank, exactly what one process iterating all those batches would hold (one all-reduce
+    sum, ``sum_across_ranks``, for all layers). Adding the spread of the ranks' means would
+    estimate a population variance instead: not what BN normalised with in training, where
+    each rank's batch is just another batch. ``num_batches_tracked`` becomes the total batch
+    count, so the buffers are identical.
     """
     layers = list(layers)
     if not layers:
         return
     device = layers[0].running_mean.device
     parts = [torch.cat([m.running_mean.float(), m.running_var.float()]) for m in layers]
-    flat = torch.cat([*parts, torch.ones(1, device=device)]) * float(count)
-    total = strategy.reduce(flat, reduce_op="sum")
+    flat = torch.cat([*parts, torch.ones(1, device=device)])
+    flat = flat * float(count) if count else torch.zeros_like(flat)
+    total = sum_across_ranks(flat)
     batches = total[-1]
     pooled = total[:-1] / batches.clamp_min(1.0)
     offset = 0

@@ -45,11 +45,9 @@ EXPORT_EXTRA = 'pip install "dsrelu_lightning[export]"'
 
 def deployment_network(network: nn.Module) -> nn.Module:
     """A copy of ``network`` as evaluation runs it, with DSReLU frozen: eval mode, no
-    gradients, no ``torch.compile`` wrapper; ``network`` itself is left unchanged."""
-    copied = copy.deepcopy(network)
-    for module in copied.modules():  # nn.Module.compile()'s wrapper: export the plain forward
-        module.__dict__.pop("_compiled_call_impl", None)
-    frozen = freeze_dsrelu(copied).eval()
+    gradients; ``network`` itself is left unchanged. (A Classifier's ``model`` is its plain
+    network, compiled or not: the compiled call lives outside it.)"""
+    frozen = freeze_dsrelu(copy.deepcopy(network)).eval()
     frozen.requires_grad_(False)
     return frozen
 

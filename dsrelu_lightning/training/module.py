@@ -3,6 +3,7 @@ every call site; ResNetClassifier: the paper's ResNet-34."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activation_kinds import resolve_kinds
@@ -28,7 +30,6 @@ from dsrelu_lightning.training.deployment import (
     torchscript,
 )
 from dsrelu_lightning.training.evaluable import EvaluationOutput
-from dsrelu_lightning.training.metrics import stage_metrics
 
 if TYPE_CHECKING:
     from torch.onnx import ONNXProgram
@@ -40,17 +41,42 @@ _OLD_SITE_NAMES = ((re.compile(r"^(model\.layer\d+\.\d+\.)act1\."), r"\1relu."),
                    (re.compile(r"^(model\.layer\d+\.\d+\.)act2\."), r"\1relu_1."))  # fmt: skip
 
 
-def _fused_adam_supported(params: list[Tensor]) -> bool:
-    """Whether every parameter lives where torch has a fused Adam kernel (cuda, cpu, ...)."""
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        devices = set(_get_fused_kernels_supported_devices())
-    except ImportError:  # private helper moved: the two devices we know about
-        devices = {"cuda", "cpu"}
-    return bool(params) and all(
-        p.device.type in devices and torch.is_floating_point(p) for p in params
+def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """``<prefix>acc``, ``<prefix>f1`` and ``<prefix>auroc`` (macro one-vs-rest) for
+    ``num_classes`` classes, accumulated over the epoch on the module's device."""
+    # validate_args=False: torchmetrics' per-batch argument checks (torch.unique over the
+    # targets, range checks) cost a host sync per batch; F.cross_entropy has already
+    # rejected out-of-range targets before the metrics see them.
+    checks = {"validate_args": False}
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro", **checks),
+            "f1": MulticlassF1Score(num_classes, average="macro", **checks),
+            "auroc": MulticlassAUROC(num_classes, average="macro", thresholds=None, **checks),
+        },
+        prefix=prefix,
     )
+
+
+@functools.cache
+def _fused_adam_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch has a fused Adam kernel for ``device`` and ``dtype``: one step of it on a
+    one-element parameter (``fused=True`` checks the parameters at the first step)."""
+    probe = torch.zeros(1, device=device, dtype=dtype, requires_grad=True)
+    probe.grad = torch.zeros_like(probe)
+    try:
+        torch.optim.Adam([probe], fused=True).step()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _adam(params: list[Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with its fused kernel where torch has one for every parameter, else the default."""
+    fused = bool(params) and all(
+        _fused_adam_runs(*kind) for kind in {(p.device, p.dtype) for p in params}
+    )
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 class Classifier(pl.LightningModule):
@@ -118,20 +144,30 @@ class Classifier(pl.LightningModule):
         warn_untraced(report)
         self.description = "; ".join([f"{built.name}: {report}", *built.notes])
         """What was built: the backbone, the sites replaced, what was adapted to the data."""
-        self.train_metrics = stage_metrics(num_classes, "train/")
-        self.val_metrics = stage_metrics(num_classes, "val/")
-        self.test_metrics = stage_metrics(num_classes, "test/")
-        self._compiled = False
+        self.train_metrics = _stage_metrics(num_classes, "train/")
+        self.val_metrics = _stage_metrics(num_classes, "val/")
+        self.test_metrics = _stage_metrics(num_classes, "test/")
+        # torch.compile of self.model's call, kept outside the module tree: self.model stays
+        # the plain network (state_dict, export, deep copies), and copies compile afresh.
+        self._compiled_model: Callable[[Tensor], Any] | None = None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the network runs through ``torch.compile`` (``compile=True``, once set up)."""
+        return self._compiled_model is not None
 
     def configure_model(self) -> None:
         """Compile the network once (``compile=True``); Lightning calls this in every run."""
-        if self.compile_network and not self._compiled:
-            self.model.compile()
-            self._compiled = True
+        if self.compile_network and self._compiled_model is None:
+            self._compiled_model = torch.compile(self.model.__call__)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (pickle, deepcopy) must not call the original's compiled network.
+        return {**super().__getstate__(), "_compiled_model": None}
 
     def forward(self, x: Tensor) -> Tensor:
         try:
-            output = self.model(x)
+            output = (self._compiled_model or self.model)(x)
         except (RuntimeError, AssertionError, ValueError) as error:
             diagnosed = input_error(self.model, x, error)
             if diagnosed is error:
@@ -142,7 +178,7 @@ class Classifier(pl.LightningModule):
 
     def evaluation_metrics(self, prefix: str) -> MetricCollection:
         """Accuracy, macro F1 and macro AUROC, named ``<prefix>acc`` etc., on this device."""
-        return stage_metrics(self.num_classes, prefix).to(self.device)
+        return _stage_metrics(self.num_classes, prefix).to(self.device)
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor]) -> EvaluationOutput:
         """The loss and class probabilities of one ``(inputs, targets)`` batch."""
@@ -190,13 +226,7 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Lightning moves the module to its device before this hook, so the check below
         # sees the parameters where they will train.
-        params = list(self.parameters())
-        return torch.optim.Adam(
-            params,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            fused=_fused_adam_supported(params) or None,
-        )
+        return _adam(list(self.parameters()), self.lr, self.weight_decay)
 
     def on_fit_start(self) -> None:
         rank_zero_info(f"Network {self.description}")

@@ -53,7 +53,8 @@ class PreciseBN(Callback):
     recalibration and the ``val_ema/*`` pass run its ``evaluation_step``, so they use its
     loss, precision and metrics. The running statistics are put back before the next
     training batch, so training is exactly that of a run without precise BN. Under DDP
-    the ranks' statistics are pooled. docs/performance.md has the cost.
+    the ranks' statistics are pooled. A compiled network is recalibrated eagerly, as the
+    staleness monitor probes it: nothing recompiles. docs/performance.md has the cost.
     """
 
     def __init__(
@@ -109,14 +110,14 @@ class PreciseBN(Callback):
             self._ema = self._evaluate(trainer, module) if self.log_ema else {}
             limit = min(self.num_batches, trainer.num_training_batches)
             batches = loader_batches(trainer.train_dataloader, limit)
+            ranks = trainer.world_size > 1
+            reduce = partial(trainer.strategy.reduce, reduce_op="sum") if ranks else None
             if self.eval_consistent:
-                ranks = trainer.world_size > 1
-                reduce = partial(trainer.strategy.reduce, reduce_op="sum") if ranks else None
                 recalibrate_eval_consistent(pl_module, batches, forward, reduce)
             else:
                 count = recalibrate(pl_module, batches, forward)
-                if trainer.world_size > 1:
-                    pool_across_ranks(layers.values(), count, trainer.strategy)
+                if reduce is not None:
+                    pool_across_ranks(layers.values(), count, reduce)
 
     def _evaluate(self, trainer: pl.Trainer, module: Evaluable) -> dict[str, Tensor]:
         """val_ema/*: the validation loaders with the current (running) statistics, scored

@@ -13,10 +13,8 @@ from torch import Tensor, nn
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import DSReLU, dsrelu_modules
-from dsrelu_lightning.nn.call_order import modules_called
-from dsrelu_lightning.nn.compiled import is_compiled
 from dsrelu_lightning.nn.dsrelu_kernel import warm_up
-from dsrelu_lightning.training.precision import activation_dtype
+from dsrelu_lightning.nn.probing import modules_called
 
 __all__ = ["SlopeScheduler"]
 
@@ -132,10 +130,10 @@ class SlopeScheduler(Callback):
         self._epoch_started = None
         # Compile DSReLU's fused kernels before the first timed epoch (time/epoch_s), so
         # the epoch-time comparison with other activations stays fair.
-        if self._layers and not is_compiled(pl_module):
+        if self._layers and not getattr(pl_module, "compiled", False):
             # Under mixed precision some activations can stay in the weights' dtype (after
             # an op autocast keeps in float32); the kernels serve every shape and layout.
-            for dtype in dict.fromkeys((activation_dtype(trainer, pl_module), pl_module.dtype)):
+            for dtype in dict.fromkeys((_activation_dtype(trainer, pl_module), pl_module.dtype)):
                 warm_up(pl_module.device, dtype)
             self._watch_gates = trainer.global_step == 0  # a fit's first batch, not a resume
 
@@ -225,3 +223,11 @@ class _GateWatch:
         for handle in self._handles:
             handle.remove()
         return self.flat / self.total if self.total else None
+
+
+def _activation_dtype(trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.dtype:
+    """The dtype activations run in: autocast's under mixed precision, else the weights'."""
+    precision = str(trainer.precision)
+    if precision.endswith("-mixed"):
+        return torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    return pl_module.dtype

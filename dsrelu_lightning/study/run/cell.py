@@ -7,7 +7,9 @@ printed (``cell.log``) and, once finished, ``result.json`` (written atomically).
 with a ``result.json`` is reused only when its saved ``config.yaml`` matches the config of
 this run; one without resumes from its own ``checkpoints/last.ckpt``, or starts afresh when
 there is none. A cell is run under an exclusive lock on its ``.lock`` file: a cell another
-process runs is left alone.
+process runs is left alone. Each cell runs in a process of its own
+(:func:`~dsrelu_lightning.study.run.isolated.call_isolated`), so no state of one cell's
+process (dynamo's caches, DSReLU's kernels, warning registries) reaches the next.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dsrelu_lightning.study.result_file import (
 )
 from dsrelu_lightning.study.run.console import CELL_LOG, output_to
 from dsrelu_lightning.study.run.grid import Cell
+from dsrelu_lightning.study.run.isolated import Say, call_isolated
 from dsrelu_lightning.study.run.keys import KeepCheckpoints
 from dsrelu_lightning.study.run.lock import cell_lock, clear_folder
 from dsrelu_lightning.study.run.record_from_fit import cell_record, history_rows, stop_reason
@@ -114,14 +117,14 @@ class _KeepStopped(Callback):
             trainer.should_stop = True
 
 
-def _checkpoint_epoch(path: Path) -> int | None:
+def _checkpoint_epoch(path: Path, say: Say) -> int | None:
     """The epoch ``path`` was saved at, or None when it is missing or unreadable."""
     if not path.is_file():
         return None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError):
-        print(f"  {path} is unreadable: starting the cell afresh", flush=True)
+        say(f"  {path} is unreadable: starting the cell afresh\n")
         return None
     return int(checkpoint.get("epoch", 0))
 
@@ -218,14 +221,35 @@ def run_cell(
 
     Returns ``"busy"``, touching nothing, while another process runs the cell (holds its
     lock). A finished or interrupted cell whose saved config differs from this run's
-    raises ConfigurationError.
+    raises ConfigurationError. The cell runs in a fresh process (what it prints goes to its
+    ``cell.log``); its exceptions are raised here.
     """
+    args = (cell, output, tuple(overrides), seed, keep_checkpoints, torch.get_num_threads())
+    return call_isolated(_run_cell_here, *args, say=_print)
+
+
+def _print(text: str) -> None:
+    print(text, end="", flush=True)
+
+
+def _run_cell_here(
+    cell: Cell,
+    output: str | Path,
+    overrides: Sequence[str],
+    seed: int | bool,
+    keep_checkpoints: KeepCheckpoints,
+    threads: int,
+    say: Say,
+) -> CellOutcome:
+    """:func:`run_cell` in this process, on the grid's intra-op ``threads``; ``say`` shows a
+    note on the grid's progress line."""
+    torch.set_num_threads(threads)
     directory = cell.directory(output)
     with cell_lock(directory) as locked:
         if not locked:
             return "busy"
         args = cell_args(cell, output, overrides, seed)
-        outcome = _run_locked(cell, directory, args, overrides, keep_checkpoints)
+        outcome = _run_locked(cell, directory, args, overrides, keep_checkpoints, say)
         prune_checkpoints(directory, keep_checkpoints)
         return outcome
 
@@ -236,14 +260,16 @@ def _run_locked(
     args: Sequence[str],
     overrides: Sequence[str],
     keep_checkpoints: KeepCheckpoints,
+    say: Say,
 ) -> CellOutcome:
     start = time.perf_counter()
     finished = (directory / RESULT_FILE).is_file()  # e.g. by another process meanwhile
-    resumed_from = None if finished else _checkpoint_epoch(directory / "checkpoints" / "last.ckpt")
+    last = directory / "checkpoints" / "last.ckpt"
+    resumed_from = None if finished else _checkpoint_epoch(last, say)
     if not finished and resumed_from is None:
         clear_folder(directory)  # killed before its first checkpoint: nothing to keep
     if resumed_from is not None:
-        print(f" resuming from checkpoints/last.ckpt (epoch {resumed_from})", end="", flush=True)
+        say(f" resuming from checkpoints/last.ckpt (epoch {resumed_from})")
     with output_to(directory / CELL_LOG):
         cli = build_cli(args, run=False)
         try:
@@ -256,8 +282,7 @@ def _run_locked(
                     if isinstance(callback, SaveConfigCallback):
                         callback.overwrite = True  # the resumed fit rewrites the same config
             cli.trainer.callbacks.append(_KeepStopped())
-            last = directory / "checkpoints" / "last.ckpt" if resumed_from is not None else None
-            diverged = _fit(cli, last)
+            diverged = _fit(cli, last if resumed_from is not None else None)
             # Before testing: testing "best" restores MetricsHistory's state from that checkpoint.
             rows = history_rows(cli)
             test = _test_metrics(cli) if best_row(rows) else None
