@@ -3,6 +3,7 @@ shared file system, or any RDB URL (PostgreSQL, MySQL) given by ``--storage``.""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -61,13 +62,15 @@ def open_storage(url: str | None, output: str | Path, heartbeat_s: int = 30) -> 
                 f"--storage {url}: folder {str(folder)!r} does not exist; create it first"
             )
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=heartbeat_s,
-            grace_period=3 * heartbeat_s,
-            failed_trial_callback=retry_dead_trial,
-        )
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat_s,
+                grace_period=3 * heartbeat_s,
+                heartbeat_stale_trial_callback=retry_dead_trial,
+            )
     except ImportError as exc:
         raise ConfigurationError(
             f"--storage {url}: its database driver is not installed ({exc}); install it "
