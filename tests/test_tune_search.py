@@ -133,3 +133,35 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial_and_a_rerun_completes(
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number)
     assert retry.params == killed[0].params  # the killed trial was rerun, not lost
     assert len({t.number for t in trials}) == len(trials)
+
+
+@pytest.mark.slow
+def test_confirm_benchmarks_the_best_configs_on_test_after_equal_budgets(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = _tune_args(tmp_path, 1, "--baselines", "relu", "--pruner", "none", epochs=1)
+    args[args.index("tune_probe.NoTestDigits")] = "dsrelu_lightning.data.DigitsDataModule"
+    journal = f"journal:{tmp_path / 'study.log'}"  # Optuna's journal file as the storage
+    stdout = run_main(*args, "--storage", journal, "--confirm", "--folds", "0,1").ok()
+    summary = (out / "confirm" / "summary.md").read_text()
+    assert summary.startswith("# After equal-budget tuning")
+    assert "report: " in stdout and "test" in summary
+    results = sorted(p.relative_to(out / "confirm") for p in out.rglob("result.json"))
+    assert [(p.parts[1], p.parts[-2]) for p in results] == [
+        ("dsrelu", "fold0"), ("dsrelu", "fold1"), ("relu", "fold0"), ("relu", "fold1")
+    ]  # fmt: skip
+    run_main("tune", "--report", str(out), "--storage", journal).ok()
+    assert "| relu | 1 | 1 |" in (out / "tune.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_is_recorded_as_failed_with_its_reason_and_the_search_goes_on(
+    tmp_path: Path,
+) -> None:
+    args = _tune_args(tmp_path, 2, "--pruner", "none", epochs=1)
+    (tmp_path / "space.yaml").write_text("model.lr: {categorical: [1.0e+12]}\n")
+    stdout = run_main(*args).ok()
+    trials = _trials(tmp_path / "out")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the second ran all the same
+    assert all(t.user_attrs["failure"].startswith("diverged") for t in trials), trials[0].user_attrs
+    assert stdout.count("failed: diverged") == 2
+    assert "best config: none (no trial completed)" in stdout

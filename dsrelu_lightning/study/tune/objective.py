@@ -101,7 +101,7 @@ def _fold_score(rows: Sequence[Mapping[str, float]], metric: str) -> tuple[float
     """The fold's ``metric`` at its best epoch (selected on val/loss, as every fit is)."""
     best = best_row(rows)
     if best is None or not math.isfinite(float(best.get(metric, math.nan))):
-        raise TrialFailed(f"no epoch with a finite val/loss and {metric}")
+        raise TrialFailed(f"diverged: no epoch has a finite val/loss and {metric}")
     return float(best[metric]), int(best["epoch"])
 
 
