@@ -108,6 +108,8 @@ def tune_main(argv: Sequence[str]) -> None:
     else:
         for label, study in zip(checked.labels, studies, strict=True):
             run_worker(checked.setup, label, study, args.trials)
+        if args.workers > 1:  # one of --workers' processes: the command's own process reports
+            return
     for label, study in zip(checked.labels, studies, strict=True):
         path = write_best_config(checked.setup, label, study)
         done = {s.name: 0 for s in optuna.trial.TrialState}

@@ -125,16 +125,17 @@ def run_trial(setup: Setup, label: Label, trial: optuna.Trial, values: Mapping[s
 
 
 def make_objective(
-    setup: Setup, label: Label, started: Callable[[], None]
+    setup: Setup, label: Label, started: Callable[[int], None]
 ) -> Callable[[optuna.Trial], float]:
     """Optuna's objective for ``label``: suggest, lock the trial's folder, call ``started``
-    (the worker's turn to ask ends), fit. Failures raise :class:`TrialFailed` with a reason."""
+    with the trial's number (the worker's turn to ask ends), fit. Failures raise
+    :class:`TrialFailed` with a reason."""
 
     def objective(trial: optuna.Trial) -> float:
         values = {p.name: p.suggest(trial) for p in label.params}
         folder = trial_folder(setup.output, label.name, trial.number)
         with cell_lock(folder):
-            started()
+            started(trial.number)
             start = time.perf_counter()
             trial.set_user_attr("folder", str(folder.relative_to(setup.output)))
             try:

@@ -9,7 +9,6 @@ rerun with the same parameters (as Optuna's heartbeat does for RDB storages).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +64,10 @@ def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if not (t.state == TrialState.FAIL and t.number in replaced)]
 
 
+def _frozen(study: optuna.Study, number: int) -> FrozenTrial:
+    return next(t for t in study.get_trials() if t.number == number)
+
+
 def _fail_dead_trials(study: optuna.Study, output: Path, label: str) -> None:
     """Fail and retry RUNNING trials whose folder lock is free: their worker is gone."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -72,11 +75,10 @@ def _fail_dead_trials(study: optuna.Study, output: Path, label: str) -> None:
             if not free:
                 continue
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        failed = next(t for t in study.get_trials() if t.number == trial.number)
         print(
-            f"trial {trial.number} {label}: its worker died; rerunning its parameters", flush=True
+            f"trial {trial.number} {label}: its worker died; its parameters run again", flush=True
         )
-        retry_dead_trial(study, failed)
+        retry_dead_trial(study, _frozen(study, trial.number))
 
 
 def progress_line(label: str, trial: FrozenTrial, objective: str) -> str:
@@ -102,30 +104,38 @@ def _has_room(study: optuna.Study, n_trials: int) -> bool:
     return waiting or len(counted_trials(trials)) < n_trials
 
 
-def run_worker(
-    setup: Setup,
-    label: Label,
-    study: optuna.Study,
-    n_trials: int,
-) -> int:
-    """Run trials of ``label``'s study until it counts ``n_trials``; returns how many ran here."""
-    ran = 0
+def _run_one(setup: Setup, label: Label, study: optuna.Study, release: Callable[[], None]) -> None:
+    """Run one trial; a Ctrl-C fails it as Optuna does, and enqueues its rerun (as a kill's)."""
+    started: list[int] = []
+
+    def start(number: int) -> None:
+        started.append(number)
+        release()
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         print(progress_line(label.name, trial, setup.objective), flush=True)
 
+    try:
+        study.optimize(
+            make_objective(setup, label, start),
+            n_trials=1,
+            catch=(TrialFailed,),
+            callbacks=[report],
+            gc_after_trial=True,
+        )
+    except KeyboardInterrupt:
+        if started:
+            retry_dead_trial(study, _frozen(study, started[0]))
+        raise
+
+
+def run_worker(setup: Setup, label: Label, study: optuna.Study, n_trials: int) -> int:
+    """Run trials of ``label``'s study until it counts ``n_trials``; returns how many ran here."""
+    ran = 0
     while True:
         with _ask_turn(setup.output) as release:
             _fail_dead_trials(study, setup.output, label.name)
             if not _has_room(study, n_trials):
                 return ran
-            start = time.perf_counter()
-            study.optimize(
-                make_objective(setup, label, release),
-                n_trials=1,
-                catch=(TrialFailed,),
-                callbacks=[report],
-                gc_after_trial=True,
-            )
-            del start
+            _run_one(setup, label, study, release)
         ran += 1
