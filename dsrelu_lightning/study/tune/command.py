@@ -47,7 +47,12 @@ def _parser() -> CommandParser:
     add("--seeds", help="--confirm's seeds of repeated k-fold, e.g. 42,43,44")
     add("--folds", help="--confirm's folds (default: every fold)")
     add("--report", metavar="DIR", help="write DIR/tune.md, figures and trials.csv, and stop")
-    add("--worker_index", type=int, default=None, help="(internal) run as worker i only")
+    add(
+        "--worker_index",
+        type=int,
+        default=None,
+        help="this worker's index: seeds its sampler (set by --workers, tune_slurm.sbatch)",
+    )
     parser.epilog = "Any other argument is a LightningCLI override for every trial."
     return parser
 
@@ -80,14 +85,19 @@ def tune_main(argv: Sequence[str]) -> None:
     """``python -m dsrelu_lightning tune``."""
     parser = _parser()
     args, overrides = parser.parse_known_args(list(argv))
+    try:
+        import optuna
+        import optuna_integration  # noqa: F401  (its Lightning pruning callback)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"tune needs Optuna ({exc.name} is not installed): pip install 'dsrelu_lightning[tune]'"
+        ) from None
     if args.report is not None:
         from dsrelu_lightning.study.tune.report import write_tune_report
 
         print(f"report: {write_tune_report(Path(args.report), args.storage)}", flush=True)
         return
     _check(args)
-    import optuna
-
     from dsrelu_lightning.study.run.grid import parse_folds, parse_seeds
     from dsrelu_lightning.study.tune.best import confirm, write_best_config
     from dsrelu_lightning.study.tune.setup import prepare
