@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import optuna
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -20,7 +21,7 @@ from dsrelu_lightning.study.run.cell import cell_args, prune_checkpoints
 from dsrelu_lightning.study.run.cell_record import history_rows
 from dsrelu_lightning.study.run.console import CELL_LOG, output_to
 from dsrelu_lightning.study.run.grid import Cell
-from dsrelu_lightning.study.run.lock import cell_lock
+from dsrelu_lightning.study.run.lock import cell_lock, clear_folder
 from dsrelu_lightning.study.run.variants import Variant
 from dsrelu_lightning.study.tune.space import Param
 from dsrelu_lightning.training.selection import best_row
@@ -63,6 +64,18 @@ class Label:
         args.update({p.name: values[p.name] for p in self.params if p.is_activation_arg})
         overrides = {p.key: values[p.name] for p in self.params if not p.is_activation_arg}
         return Variant(label or self.name, self.activation, args or None, overrides)
+
+
+class _Pruning(PyTorchLightningPruningCallback):
+    """Optuna's Lightning pruning callback, except that a non-finite objective fails the trial
+    (it diverged) instead of pruning it."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if not trainer.sanity_checking and value is not None and not math.isfinite(float(value)):
+            epoch = trainer.current_epoch
+            raise TrialFailed(f"diverged: {self.monitor} is {float(value)} at epoch {epoch}")
+        super().on_validation_end(trainer, pl_module)
 
 
 def trial_folder(output: Path, label: str, number: int) -> Path:
@@ -111,7 +124,7 @@ def run_trial(setup: Setup, label: Label, trial: optuna.Trial, values: Mapping[s
     for index, fold in enumerate(setup.folds):
         cell = trial_cell(setup, label, values, trial.number, fold)
         args = cell_args(cell, setup.output, setup.overrides, setup.seed)
-        pruning = PyTorchLightningPruningCallback(trial, setup.objective) if index == 0 else None
+        pruning = _Pruning(trial, setup.objective) if index == 0 else None
         try:
             rows = _fit(args, cell.directory(setup.output), pruning)
         finally:
@@ -136,6 +149,7 @@ def make_objective(
         folder = trial_folder(setup.output, label.name, trial.number)
         with cell_lock(folder):
             started(trial.number)
+            clear_folder(folder)  # a study started afresh in an old --output reuses numbers
             start = time.perf_counter()
             trial.set_user_attr("folder", str(folder.relative_to(setup.output)))
             try:
