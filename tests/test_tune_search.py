@@ -4,6 +4,7 @@ workers on one SQLite study, and a worker killed with -9 whose trial is rerun.""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import sqlite3
@@ -76,6 +77,8 @@ def test_search_prunes_writes_reproducible_best_configs_and_never_reads_test(
     trial_dir = out / "dsrelu" / f"trial_{best.number:04d}" / "fold0"
     assert _best_val(trial_dir, "val/loss") == best.value
     assert not list(trial_dir.rglob("*.ckpt"))  # trials keep no checkpoints
+    record = json.loads((trial_dir.parent / "trial.json").read_text())
+    assert record["state"] == "COMPLETE" and record["val/loss"] == best.value
     report = run_main("tune", "--report", str(out))
     report.ok()
     assert (out / "tune.md").is_file() and (out / "figures" / "dsrelu_history.png").is_file()

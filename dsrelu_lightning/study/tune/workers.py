@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dsrelu_lightning.atomic import atomic_write_json
 from dsrelu_lightning.study.run.lock import cell_lock
 from dsrelu_lightning.study.tune.objective import (
     FAILURE,
@@ -32,7 +33,10 @@ try:
 except ImportError:  # not POSIX: one worker at a time
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ASK_LOCK", "counted_trials", "progress_line", "run_worker"]
+__all__ = ["ASK_LOCK", "TRIAL_FILE", "counted_trials", "progress_line", "run_worker"]
+
+TRIAL_FILE = "trial.json"
+"""A finished trial's record in its folder: state, parameters, objective, per-epoch values."""
 
 ASK_LOCK = ".tune.lock"
 """The lock file in the output folder that workers hold while they count and start a trial."""
@@ -113,6 +117,11 @@ def _run_one(setup: Setup, label: Label, study: optuna.Study, release: Callable[
         release()
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        atomic_write_json(trial_folder(setup.output, label.name, trial.number) / TRIAL_FILE, {
+            "label": label.name, "number": trial.number, "state": trial.state.name,
+            "params": trial.params, "value": trial.value, setup.objective: trial.value,
+            "intermediate_values": trial.intermediate_values, "user_attrs": trial.user_attrs,
+        })  # fmt: skip
         print(progress_line(label.name, trial, setup.objective), flush=True)
 
     try:
