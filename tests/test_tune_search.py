@@ -146,7 +146,7 @@ def test_confirm_benchmarks_the_best_configs_on_test_after_equal_budgets(tmp_pat
     out = tmp_path / "out"
     args = _tune_args(tmp_path, 1, "--baselines", "relu", "--pruner", "none", epochs=1)
     args[args.index("tune_probe.NoTestDigits")] = "dsrelu_lightning.data.DigitsDataModule"
-    journal = f"journal:{tmp_path / 'study.log'}"  # Optuna's journal file as the storage
+    journal = f"journal:{out / 'journal.log'}"  # Optuna's journal file, in the new --output
     stdout = run_main(*args, "--storage", journal, "--confirm", "--folds", "0,1").ok()
     summary = (out / "confirm" / "summary.md").read_text()
     assert summary.startswith("# After equal-budget tuning")

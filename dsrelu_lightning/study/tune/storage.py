@@ -33,6 +33,17 @@ def retry_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> No
     RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
+def _check_folder(url: str, folder: Path, output: Path) -> None:
+    """Refuse a storage file in a missing folder, unless it is the output folder (made here)."""
+    if folder.resolve() == output.resolve():
+        output.mkdir(parents=True, exist_ok=True)
+    elif not folder.is_dir():
+        raise ConfigurationError(
+            f"--storage {url}: folder {str(folder)!r} does not exist; create it first (or keep "
+            "the file in --output)"
+        )
+
+
 def open_storage(url: str | None, output: str | Path, heartbeat_s: int = 30) -> BaseStorage:
     """The storage at ``url`` (default: SQLite in ``output``), checked by connecting to it.
 
@@ -43,11 +54,7 @@ def open_storage(url: str | None, output: str | Path, heartbeat_s: int = 30) -> 
     url = url or default_url(output)
     if url.startswith(_JOURNAL[0]) or url.endswith(_JOURNAL[1:]):
         path = Path(url.removeprefix(_JOURNAL[0]))
-        if not path.parent.is_dir():
-            raise ConfigurationError(
-                f"--storage {url}: folder {str(path.parent)!r} does not exist; create it or "
-                "give a journal file in an existing folder"
-            )
+        _check_folder(url, path.parent, Path(output))
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
         raise ConfigurationError(
@@ -56,11 +63,7 @@ def open_storage(url: str | None, output: str | Path, heartbeat_s: int = 30) -> 
         )
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     if url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise ConfigurationError(
-                f"--storage {url}: folder {str(folder)!r} does not exist; create it first"
-            )
+        _check_folder(url, Path(url.removeprefix("sqlite:///")).parent, Path(output))
     try:
         with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
