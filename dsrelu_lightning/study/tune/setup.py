@@ -98,10 +98,9 @@ def prepare(
     labels = [Label(main, main, info.activation_args, tuple(params))]
     for name in _baselines(baselines, main):
         labels.append(Label(name, name, None, tuple(shared_params(params))))
-    for label in labels[:1]:  # the baselines tune a subset of the same keys
-        _check_values(parser, Path(config), overrides, label, space)
-    seed = info.seed
-    setup = Setup(
-        Path(config), tuple(overrides), Path(output), objective, tuple(range(tune_folds)), seed
-    )
+    _check_values(parser, Path(config), overrides, labels[0], space)  # baselines: a subset
+    if Path(output).exists() and not Path(output).is_dir():
+        raise ConfigurationError(f"--output {output!r} is a file; give a folder")
+    folds = tuple(range(tune_folds))
+    setup = Setup(Path(config), tuple(overrides), Path(output), objective, folds, info.seed)
     return TuneSetup(setup, labels, int(tree["trainer"]["max_epochs"] or 0))
