@@ -159,7 +159,6 @@ def test_confirm_benchmarks_the_best_configs_on_test_after_equal_budgets(tmp_pat
     assert "| relu | 1 | 1 |" in (out / "tune.md").read_text()
 
 
-@pytest.mark.slow
 def test_a_diverging_trial_is_recorded_as_failed_with_its_reason_and_the_search_goes_on(
     tmp_path: Path,
 ) -> None:
