@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("benchmark_main", "run a grid of activations x folds, resumable and shardable"),
     "cv": ("cv_main", "cross-validate the config's activation over its folds"),
     "report": ("report_main", "tables, statistics and figures from a benchmark's output folder"),
+    "tune": (
+        "dsrelu_lightning.study.tune.command:tune_main",
+        "search an activation's parameters with Optuna, baselines with the same budget",
+    ),
 }
 """Every command: where it runs (``cli`` for LightningCLI, ``module:function`` or the name of
 a ``study.commands`` function, either taking the remaining arguments) and its one-line
