@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dsrelu_lightning.cli import PROG
-from dsrelu_lightning.cli.command_parser import CommandParser
+from dsrelu_lightning.cli.errors import CommandParser
 from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = ["tune_main"]

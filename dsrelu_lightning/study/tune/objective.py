@@ -18,10 +18,10 @@ from optuna_integration import PyTorchLightningPruningCallback
 from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.errors import TrainingDivergedError
 from dsrelu_lightning.study.run.cell import cell_args, prune_checkpoints
-from dsrelu_lightning.study.run.cell_record import history_rows
 from dsrelu_lightning.study.run.console import CELL_LOG, output_to
 from dsrelu_lightning.study.run.grid import Cell
 from dsrelu_lightning.study.run.lock import cell_lock, clear_folder
+from dsrelu_lightning.study.run.record_from_fit import history_rows
 from dsrelu_lightning.study.run.variants import Variant
 from dsrelu_lightning.study.tune.space import Param
 from dsrelu_lightning.training.selection import best_row

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from dsrelu_lightning.cli.app import parse_config
-from dsrelu_lightning.cli.config_compare import resolved
-from dsrelu_lightning.cli.user_errors import user_error_message
+from dsrelu_lightning.cli.errors import user_error_message
+from dsrelu_lightning.cli.summaries import resolved
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.nn.activations import (
     activation_defaults,
