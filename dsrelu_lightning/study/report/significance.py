@@ -52,6 +52,7 @@ TESTED_METRICS = (
 TEST_COLUMNS = (
     "dataset",
     "backbone",
+    "train_fraction",
     "metric",
     "label",
     "reference",
@@ -125,6 +126,7 @@ def comparison_rows(cells: Cells, reference: str, all_pairs: bool = False) -> li
     """
     first = next(iter(next(iter(cells.values())).values()))
     where = {"dataset": first.dataset, "backbone": first.backbone}
+    where["train_fraction"] = first.train_fraction
     rows = []
     for stage, metric, _ in TESTED_METRICS:
         table = []
