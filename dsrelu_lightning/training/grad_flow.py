@@ -37,14 +37,15 @@ def network_stages(network: nn.Module) -> dict[str, list[nn.Parameter]]:
             children = children[:container] + inner + children[container + 1 :]
     if not children:
         return {}
-    first = next((i for i, (_, c) in enumerate(children) if not _is_leaf(c)), len(children))
-    last = next(
-        (len(children) - i for i, (_, c) in enumerate(reversed(children)) if not _is_leaf(c)), 0
-    )
-    first, last = max(first, 1), min(last, len(children) - 1)  # stem and head: one at least
+    count = len(children)
+    first = next((i for i, (_, c) in enumerate(children) if not _is_leaf(c)), count)
+    last = max((i + 1 for i, (_, c) in enumerate(children) if not _is_leaf(c)), default=0)
+    if first >= last:  # no container: the first layer is the stem, the last the head
+        first, last = 1, count - 1
+    first, last = max(first, 1), max(min(last, count - 1), 1)  # stem and head: one at least
     groups: dict[str, list[nn.Module]] = {"stem": [c for _, c in children[:first]]}
     groups.update({n: [c] for n, c in children[first:last]})
-    groups["head"] = [c for _, c in children[max(last, first) :]]
+    groups["head"] = [c for _, c in children[last:]]
     return {
         name: [p for m in modules for p in m.parameters() if p.requires_grad]
         for name, modules in groups.items()
