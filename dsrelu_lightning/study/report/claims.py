@@ -69,7 +69,14 @@ CLAIMS = (
         (
             Measurement("units", "dead", "val", True, "share of units with zero derivative"),
             Measurement("units", "saturated", "val", True, "share of saturated units"),
-            Measurement("units", "linear", "val", True, "share of units on one side of the kink"),
+            Measurement(
+                "units",
+                "linear",
+                "val",
+                True,
+                "share of units on one side of the kink: no nonlinearity there; context, "
+                "not itself claimed",
+            ),
         ),
     ),
     Claim(
