@@ -13,7 +13,13 @@ from scipy import stats
 from dsrelu_lightning.study.report.figures import save_png
 from dsrelu_lightning.study.report.results import CellResult, as_int, label_order
 
-__all__ = ["LEARNING_CURVES", "learning_curve", "mean_interval", "write_learning_curves"]
+__all__ = [
+    "LEARNING_CURVES",
+    "fraction_columns",
+    "learning_curve",
+    "mean_interval",
+    "write_learning_curves",
+]
 
 LEARNING_CURVES = "learning curves"
 """The figures' key of the learning curves (one per dataset and network)."""
@@ -22,6 +28,17 @@ PANELS = (
     ("test", "acc", "test accuracy"),
     ("gap", "acc", "gap/acc = train_eval/acc - val/acc"),
 )
+
+
+def fraction_columns(
+    results: Sequence[CellResult], rows: Sequence[dict], columns: Sequence[str]
+) -> tuple[list[dict], list[str]]:
+    """``rows`` and ``columns`` of a CSV without ``train_fraction`` where every cell trained
+    on its whole fold (the files of grids without --train_fractions keep their layout)."""
+    if any(r.train_fraction != 1.0 for r in results):
+        return list(rows), list(columns)
+    kept = [c for c in columns if c != "train_fraction"]
+    return [{k: v for k, v in row.items() if k != "train_fraction"} for row in rows], kept
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:

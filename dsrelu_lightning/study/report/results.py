@@ -151,7 +151,7 @@ def load_results(output: str | Path) -> list[CellResult]:
         if key in results:
             raise ConfigurationError(
                 f"{path} and {results[key].path} are both {key[0]}/{key[1]}/"
-                f"fraction {key[2]:g}/{key[3]}/"
+                f"{'' if key[2] == 1.0 else f'fraction {key[2]:g}/'}{key[3]}/"
                 f"{'' if key[4] is None else f'seed {key[4]}/'}fold {key[5]}: "
                 "keep one of them"
             )
