@@ -54,17 +54,18 @@ def network_stages(network: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 class GradientFlow(Callback):
-    """Log ``grad/norm/<stage>``: each stage's gradient L2 norm (:func:`network_stages`),
-    averaged over the epoch's optimizer steps, and ``grad/first_to_last``: the stem's over
-    the head's (small: the gradient fades on its way back).
+    """Log each stage's gradient norm, ``grad/norm/<stage>``, and ``grad/first_to_last``.
 
-    Norms are taken in ``on_before_optimizer_step`` (gradients unscaled, before clipping) and
-    summed on the device; the host reads them once per epoch. Lightning's
-    :func:`~lightning.pytorch.utilities.grad_norm` gives per-parameter norms and a total
-    built on the host, so the stages' norms are computed here from the same definition.
+    A stage's norm is the L2 norm of its parameters' gradients (the stages are those of
+    ``network_stages``), averaged over the epoch's optimizer steps; first_to_last is the
+    stem's over the head's (small: the gradient fades on its way back). Norms are taken in
+    ``on_before_optimizer_step`` (gradients unscaled, before clipping) and summed on the
+    device; the host reads them once per epoch. Lightning's ``grad_norm`` utility gives
+    per-parameter norms and a total built on the host, so the stages' norms are computed
+    here with the same definition.
 
     Args:
-        enabled: switch it off with ``--grad_flow.enabled false``.
+        enabled: on by default (``--grad_flow.enabled false`` switches it off).
     """
 
     def __init__(self, enabled: bool = True) -> None:

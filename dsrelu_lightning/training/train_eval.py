@@ -43,10 +43,12 @@ def score_batches(
 
 
 class TrainEval(Callback):
-    """Each validation of a fit, score a fixed, seeded subset of the fold's training split
-    as ``train_eval/loss|acc|f1|auroc``: eval mode, no augmentation, the statistics
+    """Log ``train_eval/*`` (training data scored as validation) and the gap ``gap/*``.
+
+    Each validation of a fit scores a fixed, seeded subset of the fold's training split as
+    ``train_eval/loss|acc|f1|auroc``: eval mode, no augmentation, the statistics
     validation uses (after :class:`~dsrelu_lightning.training.precise_bn.PreciseBN`
-    recalibrates), the module's ``evaluation_step``; then log the generalization gap
+    recalibrates), the module's ``evaluation_step``; then it logs the generalization gap
     ``gap/acc = train_eval/acc - val/acc`` and ``gap/loss = val/loss - train_eval/loss``.
 
     ``train/acc`` cannot serve: it is measured while the weights move, with BatchNorm in
@@ -54,7 +56,7 @@ class TrainEval(Callback):
     (every :class:`~dsrelu_lightning.data.kfold.KFoldDataModule` does).
 
     Args:
-        enabled: switch it off with ``--train_eval.enabled false``.
+        enabled: on by default (``--train_eval.enabled false`` switches it off).
         num_samples: training samples scored; default as many as the validation split.
     """
 

@@ -83,9 +83,11 @@ class _SiteStats:
 
 
 class UnitStats(Callback):
-    """Once per training epoch, on a fixed probe set of training samples in eval mode (after
-    validation, with the statistics it used), hook the input of every activation call site and
-    log the share of the network's units (a channel at a site) that are
+    """Log the shares of dead, linear and saturated units, ``units/*``, once per epoch.
+
+    On a fixed probe set of training samples in eval mode (after validation, with the
+    statistics it used), the input of every activation call site is hooked; a unit is a
+    channel at a site, and the shares are over the network's units:
 
     - ``units/dead``: zero derivative for every probe input (ReLU: every input <= 0);
     - ``units/linear``: every input on one side of a piecewise-linear activation's kink, so
@@ -99,7 +101,7 @@ class UnitStats(Callback):
     each site's pre-activation values on the first probe batch (``preact/<site>``).
 
     Args:
-        enabled: switch it off with ``--unit_stats.enabled false``.
+        enabled: on by default (``--unit_stats.enabled false`` switches it off).
         num_samples: probe samples (a fixed, seeded subset of the fold's training split).
         histogram_every_n_epochs: pre-activation histograms every N epochs; 0: never.
     """

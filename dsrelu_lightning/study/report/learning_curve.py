@@ -33,11 +33,13 @@ PANELS = (
 def fraction_columns(
     results: Sequence[CellResult], rows: Sequence[dict], columns: Sequence[str]
 ) -> tuple[list[dict], list[str]]:
-    """``rows`` and ``columns`` of a CSV without ``train_fraction`` where every cell trained
-    on its whole fold (the files of grids without --train_fractions keep their layout)."""
-    if any(r.train_fraction != 1.0 for r in results):
-        return list(rows), list(columns)
+    """``rows`` and ``columns`` of a CSV with ``train_fraction`` after ``backbone`` where a
+    cell trained on a share of its fold, else without it (the files of grids without
+    --train_fractions keep their layout)."""
     kept = [c for c in columns if c != "train_fraction"]
+    if any(r.train_fraction != 1.0 for r in results):
+        kept.insert(kept.index("backbone") + 1, "train_fraction")
+        return list(rows), kept
     return [{k: v for k, v in row.items() if k != "train_fraction"} for row in rows], kept
 
 

@@ -52,7 +52,6 @@ TESTED_METRICS = (
 TEST_COLUMNS = (
     "dataset",
     "backbone",
-    "train_fraction",
     "metric",
     "label",
     "reference",
@@ -136,7 +135,7 @@ def comparison_rows(cells: Cells, reference: str, all_pairs: bool = False) -> li
                           "reference": other, **result})  # fmt: skip
         for row, adjusted in zip(table, holm([r["p_corrected"] for r in table]), strict=True):
             row["p_holm"] = adjusted
-        rows += [{column: row.get(column) for column in TEST_COLUMNS} for row in table]
+        rows += [{c: row.get(c) for c in ("train_fraction", *TEST_COLUMNS)} for row in table]
     return rows
 
 
