@@ -37,14 +37,18 @@ class KnownDeadNet(nn.Module):
         return self.head(self.act(torch.cat([live, dead], 1)).flatten(1))
 
 
-def _fit(tiny: TinyTrainer, activation: str) -> tuple[Classifier, DigitsDataModule, list[dict]]:
+def _fit(
+    tiny: TinyTrainer, activation: str, train_eval: bool = True
+) -> tuple[Classifier, DigitsDataModule, list[dict]]:
     model = Classifier(10, KnownDeadNet, activation=activation, in_channels=1)
     data = DigitsDataModule(train_fraction=0.5)
     logger = TensorBoardLogger(str(tiny.root), name="", version="")
     kwargs = tiny.kwargs(
         max_epochs=2, limit_val_batches=None, logger=logger, enable_checkpointing=True
     )
-    callbacks = default_callbacks(unit_stats={"histogram_every_n_epochs": 1})
+    callbacks = default_callbacks(
+        unit_stats={"histogram_every_n_epochs": 1}, train_eval={"enabled": train_eval}
+    )
     pl.Trainer(**kwargs, callbacks=callbacks).fit(model, data)
     with (tiny.root / "epoch_metrics.csv").open() as handle:
         rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
@@ -146,3 +150,15 @@ def test_the_switches_turn_each_measurement_off(tiny: TinyTrainer) -> None:
     logged = set(trainer.callback_metrics)
     assert not {k for k in logged if k.startswith(("train_eval/", "gap/", "units/", "grad/"))}
     assert "val/acc" in logged
+
+
+@pytest.mark.slow
+def test_units_without_train_eval_come_from_a_probe_pass_of_their_own(tiny: TinyTrainer) -> None:
+    # With train_eval on, its pass also feeds the unit hooks; off, UnitStats runs its own.
+    model, data, rows = _fit(tiny, "relu", train_eval=False)
+    assert not any(key.startswith(("train_eval/", "gap/")) for key in rows[-1])
+    low, high = _site_input_extremes(model, data)
+    assert rows[-1]["units/dead"] == pytest.approx((high <= 0).float().mean().item())
+    assert rows[-1]["units/linear"] == pytest.approx(
+        ((high <= 0) | (low > 0)).float().mean().item()
+    )

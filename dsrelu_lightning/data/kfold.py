@@ -245,15 +245,17 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
 
     def train_eval_dataloader(self, num_samples: int | None = None) -> DataLoader:
         """A fixed, seeded subset of the training split as validation sees data (no
-        augmentation, not shuffled): ``num_samples`` of it, default as many as the
-        validation split holds (all of it where it holds fewer)."""
+        augmentation, the same order each epoch): ``num_samples`` of it, default as many as
+        the validation split holds (all of it where it holds fewer); a smaller subset is
+        the first samples of a larger one."""
         if self._train_eval_pool is None:
             self.setup()
         assert self._train_eval_pool is not None and self.val_dataset is not None
         pool, train = self._train_eval_pool
         size = len(self.val_dataset) if num_samples is None else int(num_samples)
+        # In the seeded order: the first n samples of a larger subset are the n-sample one.
         chosen = np.random.default_rng(self.seed).permutation(train)[: max(size, 1)]
-        return self._loader(Subset(pool, np.sort(chosen).tolist()), shuffle=False)
+        return self._loader(Subset(pool, chosen.tolist()), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset or self.val_dataset, shuffle=False)

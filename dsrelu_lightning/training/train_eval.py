@@ -4,6 +4,7 @@ log the generalization gap ``gap/acc`` and ``gap/loss``."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from dsrelu_lightning.errors import ConfigurationError
 from dsrelu_lightning.training.evaluable import Evaluable
+from dsrelu_lightning.training.unit_stats import UnitStats
 
 __all__ = ["TrainEval", "score_batches"]
 
@@ -55,6 +57,9 @@ class TrainEval(Callback):
     training mode. The data module must offer ``train_eval_dataloader(num_samples)``
     (every :class:`~dsrelu_lightning.data.kfold.KFoldDataModule` does).
 
+    The pass also serves :class:`~dsrelu_lightning.training.unit_stats.UnitStats` as its
+    probe (its first ``num_samples`` samples): one eval forward for both.
+
     Args:
         enabled: on by default (``--train_eval.enabled false`` switches it off).
         num_samples: training samples scored; default as many as the validation split.
@@ -91,7 +96,10 @@ class TrainEval(Callback):
             return
         module: Evaluable = pl_module  # type: ignore[assignment]  # checked in setup
         loader = trainer.datamodule.train_eval_dataloader(self.num_samples)  # type: ignore[union-attr]
-        with torch.no_grad():
+        with torch.no_grad(), ExitStack() as stack:
+            for units in trainer.callbacks:  # type: ignore[attr-defined]
+                if isinstance(units, UnitStats) and units.enabled:  # one pass serves both
+                    stack.enter_context(units.recording(trainer, pl_module))
             values = score_batches(trainer, module, loader, PREFIX)
         # Already reduced over ranks: no further sync.
         pl_module.log_dict(values, on_step=False, on_epoch=True, sync_dist=False)

@@ -51,14 +51,22 @@ class _SiteStats:
     seen; and the first probe batch's inputs for the histogram."""
 
     shape: UnitShape
+    limit: int
+    keep_sample: bool = False
     low: Tensor | None = None
     high: Tensor | None = None
     beyond: Tensor | None = None
     count: int = 0
+    samples: int = 0
     sample: Tensor | None = field(default=None, repr=False)
 
-    def update(self, x: Tensor, keep_sample: bool) -> None:
-        x = x.detach().float()
+    def update(self, x: Tensor) -> None:
+        """Record the first ``limit`` samples' inputs (the first batch's for the histogram)."""
+        if self.samples >= self.limit or x.ndim == 0:
+            return
+        x = x.detach()[: self.limit - self.samples].float()
+        self.samples += x.shape[0]
+        keep_sample = self.keep_sample and self.sample is None
         channels = x.movedim(1, 0).reshape(x.shape[1], -1) if x.ndim > 1 else x.reshape(1, -1)
         low, high = channels.amin(1), channels.amax(1)
         self.low = low if self.low is None else torch.minimum(self.low, low)
@@ -67,7 +75,7 @@ class _SiteStats:
             beyond = (channels.abs() > self.shape.saturation).sum(1)
             self.beyond = beyond if self.beyond is None else self.beyond + beyond
         self.count += channels.shape[1]
-        if keep_sample and self.sample is None:
+        if keep_sample:
             self.sample = x.reshape(-1).cpu()
 
     def kinds(self) -> dict[str, Tensor]:
@@ -118,6 +126,7 @@ class UnitStats(Callback):
         self.enabled = enabled
         self.num_samples = num_samples
         self.histogram_every_n_epochs = histogram_every_n_epochs
+        self._recorded: tuple[int, dict[str, _SiteStats]] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if (
@@ -131,17 +140,55 @@ class UnitStats(Callback):
             )
             self.enabled = False
 
+    @contextmanager
+    def recording(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> Iterator[dict[str, _SiteStats]]:
+        """Record the inputs of every activation call site of the forwards run inside (the
+        first ``num_samples`` samples); :class:`~dsrelu_lightning.training.train_eval.TrainEval`
+        runs its pass inside, so that one eval-mode forward of training samples serves both."""
+        sites = activation_sites(pl_module) if self.enabled else {}
+        every = self.histogram_every_n_epochs
+        histograms = every > 0 and trainer.current_epoch % every == 0 and trainer.is_global_zero
+        stats = {
+            n: _SiteStats(unit_shape(m), self.num_samples, histograms) for n, m in sites.items()
+        }
+
+        def hook(name: str) -> Any:
+            def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+                if args and isinstance(args[0], Tensor):
+                    stats[name].update(args[0])
+
+            return record
+
+        handles = [m.register_forward_pre_hook(hook(n)) for n, m in sites.items()]
+        try:
+            yield stats
+        finally:
+            for handle in handles:
+                handle.remove()
+        if any(s.samples for s in stats.values()):
+            self._recorded = (trainer.current_epoch, stats)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or trainer.sanity_checking:
             return
-        sites = activation_sites(pl_module)
-        if not sites:
-            return
         epoch = trainer.current_epoch
-        every = self.histogram_every_n_epochs
-        histograms = every > 0 and epoch % every == 0 and trainer.is_global_zero
-        stats = self.probe(trainer, pl_module, sites, histograms)
+        recorded_epoch, stats = self._recorded or (None, {})
+        self._recorded = None
+        if recorded_epoch != epoch:  # no train_eval pass this epoch: a probe pass of its own
+            with (
+                self.recording(trainer, pl_module) as stats,
+                torch.no_grad(),
+                _eval_mode(pl_module),
+            ):
+                forward = batch_forward(trainer, pl_module)
+                for batch in trainer.datamodule.train_eval_dataloader(self.num_samples):  # type: ignore[union-attr]
+                    forward(batch)
+            self._recorded = None
         per_site = {name: s.kinds() for name, s in stats.items() if s.low is not None}
+        if not per_site:
+            return
         if trainer.world_size > 1:  # a unit is dead only if dead on every rank's probe
             per_site = {
                 name: {k: trainer.strategy.reduce(v.float(), reduce_op="mean") >= 1.0
@@ -159,38 +206,7 @@ class UnitStats(Callback):
             on_epoch=True,
             sync_dist=False,
         )
-        self._write_tensorboard(trainer, per_site, stats if histograms else {}, epoch)
-
-    def probe(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        sites: dict[str, nn.Module],
-        keep_samples: bool = False,
-    ) -> dict[str, _SiteStats]:
-        """Forward the probe set in eval mode with every site's input recorded."""
-        stats = {name: _SiteStats(unit_shape(module)) for name, module in sites.items()}
-        loader = trainer.datamodule.train_eval_dataloader(self.num_samples)  # type: ignore[union-attr]
-        forward = batch_forward(trainer, pl_module)
-        first = [True]
-
-        def hook(name: str) -> Any:
-            def record(module: nn.Module, args: tuple[Any, ...]) -> None:
-                if args and isinstance(args[0], Tensor):
-                    stats[name].update(args[0], keep_samples and first[0])
-
-            return record
-
-        with torch.no_grad(), _eval_mode(pl_module):
-            handles = [m.register_forward_pre_hook(hook(n)) for n, m in sites.items()]
-            try:
-                for batch in loader:
-                    forward(batch)
-                    first[0] = False
-            finally:
-                for handle in handles:
-                    handle.remove()
-        return stats
+        self._write_tensorboard(trainer, per_site, stats, epoch)
 
     def _write_tensorboard(
         self,
