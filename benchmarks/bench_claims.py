@@ -7,13 +7,15 @@ under 10% of an epoch on the digits config.
 Real fits of the digits config (DSReLU, CIFAR stem, batch 64, precise BN on with 200
 batches, fold 0), alternately with the three callbacks off and on. Each epoch is timed from
 one training-epoch start to the next (validation, precise BN and every callback's epoch-end
-hooks included); the first epoch of each fit is dropped. In the runs with them on, each
-callback's own hooks are timed too, so its cost per epoch is measured inside the same epochs.
+hooks included); the first epoch of each fit is dropped from the medians. In the runs with
+them on, each callback's own hooks are timed too, so their share of those same epochs is
+measured (on a shared, loaded machine the medians of separate fits are noisier).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -57,8 +59,9 @@ class EpochClock(Callback):
         self.end = time.perf_counter()
 
     def epochs(self) -> list[float]:
+        """Every epoch's wall time, the first (warm-up) included."""
         marks = [*self.starts, self.end]
-        return [b - a for a, b in zip(marks, marks[1:], strict=False)][1:]  # first epoch: warm-up
+        return [b - a for a, b in itertools.pairwise(marks)]
 
 
 def _timed(spent: dict[str, float], name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,7 +76,7 @@ def _timed(spent: dict[str, float], name: str, hook: Callable[..., Any]) -> Call
 
 
 def fit(on: bool, args: argparse.Namespace) -> tuple[list[float], dict[str, float]]:
-    """One fit: its epoch times (first dropped) and each measured callback's seconds."""
+    """One fit: its epoch times (the first included) and each measured callback's seconds."""
     switch = {"enabled": on}
     callbacks = default_callbacks(
         precise_bn={"enabled": True}, train_eval=switch, unit_stats=switch, grad_flow=switch
@@ -111,11 +114,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(machine_description(), f"threads {args.threads}", vars(args))
     epochs: dict[bool, list[float]] = {False: [], True: []}
+    on_total = 0.0
     spent: dict[str, float] = defaultdict(float)
     for _ in range(args.repeats):
         for on in (False, True):
             times, costs = fit(on, args)
-            epochs[on] += times
+            epochs[on] += times[1:]  # the first epoch is warm-up
+            on_total += sum(times) if on else 0.0
             for name, seconds in costs.items():
                 spent[name] += seconds
             print(f"{'on ' if on else 'off'}: epochs " + ", ".join(f"{t:.2f}" for t in times))
@@ -127,6 +132,12 @@ def main() -> None:
         print(f"  {name}: {per_epoch:.3f} s per epoch = {100 * per_epoch / off:.1f}% of an epoch")
     total = sum(spent.values()) / counted
     print(f"  all three (timed hooks): {total:.3f} s per epoch = {100 * total / off:.1f}%")
+    # In the same epochs, robust to a machine whose load changes between fits:
+    share = sum(spent.values()) / on_total
+    print(
+        f"  share of the on-fits' own epochs spent in the three: {100 * share:.1f}%, i.e. "
+        f"+{100 * share / (1 - share):.1f}% over the rest of those epochs"
+    )
 
 
 if __name__ == "__main__":
