@@ -127,6 +127,7 @@ class UnitStats(Callback):
         self.num_samples = num_samples
         self.histogram_every_n_epochs = histogram_every_n_epochs
         self._recorded: tuple[int, dict[str, _SiteStats]] | None = None
+        self._warned = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if (
@@ -188,6 +189,13 @@ class UnitStats(Callback):
             self._recorded = None
         per_site = {name: s.kinds() for name, s in stats.items() if s.low is not None}
         if not per_site:
+            if stats and not self._warned:
+                self._warned = True
+                rank_zero_warn(
+                    "unit_stats: no activation call site saw an input in the probe pass (a "
+                    "compiled network, --model.compile true, does not run forward hooks), so "
+                    "units/* are not logged; --unit_stats.enabled false silences this"
+                )
             return
         if trainer.world_size > 1:  # a unit is dead only if dead on every rank's probe
             per_site = {
