@@ -159,7 +159,15 @@ def test_top_level_help_lists_every_subcommand() -> None:
     assert done.stdout.startswith("usage: python -m dsrelu_lightning")
     listed = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")]
     assert listed == [
-        "fit", "validate", "test", "predict", "export", "benchmark", "cv", "report", "tune"
+        "fit",
+        "validate",
+        "test",
+        "predict",
+        "export",
+        "benchmark",
+        "cv",
+        "report",
+        "tune",
     ]
     assert set(listed) == set(COMMANDS)
 

@@ -236,6 +236,7 @@ SHARED_PARAMETERS = {
     "num_folds",
     "fold_index",
     "seed",
+    "train_fraction",
     "download",
 }
 

@@ -16,7 +16,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from dsrelu_lightning.data.sampling import EpochSeededRandomSampler
-from dsrelu_lightning.data.splits import check_folds, check_seed, kfold_indices
+from dsrelu_lightning.data.splits import (
+    check_folds,
+    check_seed,
+    check_train_fraction,
+    fraction_indices,
+    kfold_indices,
+)
 from dsrelu_lightning.errors import ConfigurationError
 
 __all__ = ["KFoldDataModule", "dataset_labels", "format_class_counts"]
@@ -90,6 +96,8 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
         seed: seed of the fold shuffling, in [0, 2**32 - 1]; the same seed gives the same
             folds.
         download: fetch the data in ``prepare_data`` where a public source exists.
+        train_fraction: train on a stratified share in (0, 1] of the fold's training part
+            (validation and test untouched); nested across fractions for one seed.
     """
 
     num_classes: int
@@ -105,9 +113,11 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
         fold_index: int = 0,
         seed: int = 42,
         download: bool = False,
+        train_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         check_folds(num_folds, fold_index)
+        self.train_fraction = check_train_fraction(train_fraction)
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -124,6 +134,7 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self._split_labels: dict[str, np.ndarray] = {}
+        self._train_eval_pool: tuple[Dataset, np.ndarray] | None = None
 
     def refuse_download(self, reason: str) -> None:
         """Refuse ``download=True`` in one line where nothing can be downloaded.
@@ -171,6 +182,8 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
         train, val = kfold_indices(
             labels, self.num_folds, self.fold_index, self.seed, self.pool_groups()
         )
+        train = train[fraction_indices(labels[train], self.train_fraction, self.seed)]
+        self._train_eval_pool = (pool, train)
         self.train_dataset = Subset(self.train_view(pool), train.tolist())
         self.val_dataset = Subset(pool, val.tolist())
         self.test_dataset = self.load_test()
@@ -229,6 +242,20 @@ class KFoldDataModule(pl.LightningDataModule, ABC):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, shuffle=False)
+
+    def train_eval_dataloader(self, num_samples: int | None = None) -> DataLoader:
+        """A fixed, seeded subset of the training split as validation sees data (no
+        augmentation, the same order each epoch): ``num_samples`` of it, default as many as
+        the validation split holds (all of it where it holds fewer); a smaller subset is
+        the first samples of a larger one."""
+        if self._train_eval_pool is None:
+            self.setup()
+        assert self._train_eval_pool is not None and self.val_dataset is not None
+        pool, train = self._train_eval_pool
+        size = len(self.val_dataset) if num_samples is None else int(num_samples)
+        # In the seeded order: the first n samples of a larger subset are the n-sample one.
+        chosen = np.random.default_rng(self.seed).permutation(train)[: max(size, 1)]
+        return self._loader(Subset(pool, chosen.tolist()), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset or self.val_dataset, shuffle=False)

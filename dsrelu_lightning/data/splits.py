@@ -16,6 +16,8 @@ __all__ = [
     "check_folds",
     "check_seed",
     "check_test_fraction",
+    "check_train_fraction",
+    "fraction_indices",
     "holdout_indices",
     "kfold_indices",
 ]
@@ -66,6 +68,47 @@ def check_test_fraction(test_fraction: float) -> float:
     if not 0.0 < test_fraction < 1.0:
         raise ConfigurationError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     return test_fraction
+
+
+def check_train_fraction(train_fraction: float) -> float:
+    """``train_fraction`` if it lies in (0, 1], else a ConfigurationError."""
+    if (
+        isinstance(train_fraction, bool)
+        or not isinstance(train_fraction, numbers.Real)
+        or not 0.0 < train_fraction <= 1.0
+    ):
+        raise ConfigurationError(
+            f"train_fraction must lie in (0, 1] (e.g. 0.1 for a tenth of the fold's training "
+            f"part), got {train_fraction!r}"
+        )
+    return float(train_fraction)
+
+
+def fraction_indices(labels: np.ndarray, train_fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of a stratified ``train_fraction`` of ``labels``: ``round(F * n_c)``
+    of each class's ``n_c`` samples, the first ones of a per-class order fixed by ``seed``,
+    so that for one seed a smaller fraction's subset lies inside a larger one's (nested).
+
+    A class that would keep no sample raises a ConfigurationError.
+    """
+    check_train_fraction(train_fraction)
+    labels = np.asarray(labels)
+    if train_fraction == 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))  # one shuffle; each class keeps its own order in it
+    kept = []
+    for label in np.unique(labels):
+        members = order[labels[order] == label]
+        count = int(np.floor(train_fraction * len(members) + 0.5))
+        if count < 1:
+            raise ConfigurationError(
+                f"train_fraction={train_fraction} leaves class {label} with no training sample "
+                f"(it has {len(members)} in this fold's training part); use a train_fraction "
+                f">= {0.5 / len(members):.3g}"
+            )
+        kept.append(members[:count])
+    return np.sort(np.concatenate(kept))
 
 
 def holdout_indices(

@@ -35,6 +35,12 @@ def _grid_parser(prog: str, description: str, cv: bool) -> CommandParser:
         "(torchvision names or import paths; default: the grid's, else the config's own)",
     )
     parser.add_argument(
+        "--train_fractions",
+        help="comma-separated shares of each fold's training part to train on, e.g. "
+        "0.05,0.1,0.25,1.0 (stratified, nested; validation and test untouched): a learning "
+        "curve (default: the grid's, else the config's whole training part)",
+    )
+    parser.add_argument(
         "--seeds",
         help="comma-separated seeds of repeated k-fold, e.g. 42,43,44; each sets "
         "seed_everything and the fold assignment (default: the config's seed_everything)",
@@ -67,6 +73,13 @@ def _report_after(output: str, busy: Sequence[str], reference: str | None) -> No
     print(f"report: {write_report(output, reference=reference)}", flush=True)
 
 
+def _fractions(text: str | None, default: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """``--train_fractions`` parsed, else the grid file's."""
+    from dsrelu_lightning.study.run.grid import parse_train_fractions
+
+    return parse_train_fractions(text) if text else default
+
+
 def benchmark_main(argv: Sequence[str]) -> None:
     """``python -m dsrelu_lightning benchmark``: the activations x folds grid, then its report."""
     parser = _grid_parser("benchmark", "Run a grid of activations x folds (x datasets).", False)
@@ -94,6 +107,7 @@ def benchmark_main(argv: Sequence[str]) -> None:
         keep_checkpoints=args.keep_checkpoints,
         seeds=grids.parse_seeds(args.seeds) if args.seeds is not None else None,
         backbones=grids.parse_backbones(args.backbones) if args.backbones else grid.backbones,
+        train_fractions=_fractions(args.train_fractions, grid.train_fractions),
     )
     _report_after(args.output, run.busy, args.reference)
 
@@ -119,6 +133,7 @@ def cv_main(argv: Sequence[str]) -> None:
         keep_checkpoints=args.keep_checkpoints,
         seeds=grids.parse_seeds(args.seeds) if args.seeds is not None else None,
         backbones=grids.parse_backbones(args.backbones) if args.backbones else None,
+        train_fractions=_fractions(args.train_fractions, None),
     )
     _report_after(args.output, run.busy, args.reference or label)
 

@@ -44,6 +44,7 @@ class CellRecord:
     fold: int
     seed: int | bool | None = None
     backbone: str | None = None
+    train_fraction: float | None = None
     activation: str | None = None
     activation_args: Mapping[str, Any] | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)

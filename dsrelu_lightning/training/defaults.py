@@ -10,9 +10,12 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from dsrelu_lightning.training.bn_staleness import BNStalenessMonitor
 from dsrelu_lightning.training.callbacks import EpochTimer, FiniteLossGuard, MetricsHistory
+from dsrelu_lightning.training.grad_flow import GradientFlow
 from dsrelu_lightning.training.precise_bn import PreciseBN
 from dsrelu_lightning.training.selection import SELECTION_METRIC
 from dsrelu_lightning.training.slope_scheduler import SlopeScheduler
+from dsrelu_lightning.training.train_eval import TrainEval
+from dsrelu_lightning.training.unit_stats import UnitStats
 
 __all__ = ["DEFAULT_CALLBACKS", "CallbackSpec", "default_callbacks"]
 
@@ -47,6 +50,10 @@ DEFAULT_CALLBACKS: tuple[CallbackSpec, ...] = (
     CallbackSpec("precise_bn", PreciseBN),
     # After precise BN: it measures the statistics validation used.
     CallbackSpec("bn_staleness", BNStalenessMonitor),
+    # After precise BN: scored and probed with the statistics validation used.
+    CallbackSpec("train_eval", TrainEval),
+    CallbackSpec("unit_stats", UnitStats),
+    CallbackSpec("grad_flow", GradientFlow),
     # Last: the epoch's row holds what the callbacks above logged (time/epoch_s, bn/*).
     CallbackSpec("metrics_history", MetricsHistory),
 )

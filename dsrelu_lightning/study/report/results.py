@@ -60,6 +60,13 @@ class CellResult:
         return self.record.backbone or (saved if isinstance(saved, str) else DEFAULT_BACKBONE)
 
     @property
+    def train_fraction(self) -> float:
+        """The share of its fold's training part the cell trained on (1.0: all of it)."""
+        saved = config_value(self, "data", "init_args", "train_fraction")
+        value = self.record.train_fraction if self.record.train_fraction is not None else saved
+        return float(value) if isinstance(value, int | float) else 1.0
+
+    @property
     def label(self) -> str:
         return self.record.label
 
@@ -124,11 +131,18 @@ def load_results(output: str | Path) -> list[CellResult]:
     output = Path(output)
     if not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is not a folder of benchmark results")
-    results: dict[tuple[str, str, str, int | None, int], CellResult] = {}
+    results: dict[tuple[str, str, float, str, int | None, int], CellResult] = {}
     for path in sorted(output.glob(f"**/{RESULT_FILE}")):
         try:
             result = CellResult(path, CellRecord.read(path))
-            key = (result.dataset, result.backbone, result.label, cell_seed(result), result.fold)
+            key = (
+                result.dataset,
+                result.backbone,
+                result.train_fraction,
+                result.label,
+                cell_seed(result),
+                result.fold,
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(
                 f"{path} is not a readable benchmark result ({exc}); delete it and rerun "
@@ -136,8 +150,9 @@ def load_results(output: str | Path) -> list[CellResult]:
             ) from exc
         if key in results:
             raise ConfigurationError(
-                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/{key[2]}/"
-                f"{'' if key[3] is None else f'seed {key[3]}/'}fold {key[4]}: "
+                f"{path} and {results[key].path} are both {key[0]}/{key[1]}/"
+                f"{'' if key[2] == 1.0 else f'fraction {key[2]:g}/'}{key[3]}/"
+                f"{'' if key[4] is None else f'seed {key[4]}/'}fold {key[5]}: "
                 "keep one of them"
             )
         results[key] = result
@@ -147,7 +162,13 @@ def load_results(output: str | Path) -> list[CellResult]:
         )
     return sorted(
         results.values(),
-        key=lambda r: (r.dataset, r.backbone, label_order(r.label), *cell_order(r)),
+        key=lambda r: (
+            r.dataset,
+            r.backbone,
+            r.train_fraction,
+            label_order(r.label),
+            *cell_order(r),
+        ),
     )
 
 
@@ -203,15 +224,20 @@ def group_cells(results: Sequence[CellResult]) -> dict[str, dict[CellKey, CellRe
 
 
 def table_names(results: Sequence[CellResult]) -> dict[CellResult, str]:
-    """Each cell's table: its dataset, or ``dataset/backbone`` where the dataset's cells
-    ran on several networks (activations are compared within a table)."""
+    """Each cell's table: its dataset, then ``/backbone`` where the dataset's cells ran on
+    several networks and ``/fraction F`` where on several training fractions (activations
+    are compared within a table)."""
     backbones: dict[str, set[str]] = {}
+    fractions: dict[str, set[float]] = {}
     for result in results:
         backbones.setdefault(result.dataset, set()).add(result.backbone)
-    return {
-        r: r.dataset if len(backbones[r.dataset]) == 1 else f"{r.dataset}/{r.backbone}"
-        for r in results
-    }
+        fractions.setdefault(result.dataset, set()).add(result.train_fraction)
+    names = {}
+    for r in results:
+        name = r.dataset if len(backbones[r.dataset]) == 1 else f"{r.dataset}/{r.backbone}"
+        several = len(fractions[r.dataset]) > 1
+        names[r] = f"{name}/fraction {r.train_fraction:g}" if several else name
+    return names
 
 
 def group_tables(results: Sequence[CellResult]) -> dict[str, Cells]:

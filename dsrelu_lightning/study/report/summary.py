@@ -16,8 +16,14 @@ from typing import Any
 
 from dsrelu_lightning.atomic import atomic_write_text
 from dsrelu_lightning.study.report.bn_report import bn_statistics_lines
+from dsrelu_lightning.study.report.claims import claims_lines
 from dsrelu_lightning.study.report.figures import write_figures
 from dsrelu_lightning.study.report.hypothesis_tests import mean_std
+from dsrelu_lightning.study.report.learning_curve import (
+    LEARNING_CURVES,
+    fraction_columns,
+    write_learning_curves,
+)
 from dsrelu_lightning.study.report.markdown import as_text, format_mean_std, format_value
 from dsrelu_lightning.study.report.markdown import markdown_table as _table
 from dsrelu_lightning.study.report.protocol import batch_limits, protocol_lines
@@ -66,6 +72,7 @@ def summary_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "dataset": result.dataset,
             "backbone": result.backbone,
+            "train_fraction": result.train_fraction,
             "label": result.label,
             "activation": data.get("activation"),
             "activation_args": json.dumps(data.get("activation_args"), sort_keys=True),
@@ -265,6 +272,7 @@ def render_markdown(
         across = rank_tests(group_tables(results))[ACROSS]
         lines += [f"## {ACROSS}", "", *rank_lines(ACROSS, across, "tables"), ""]
         lines += [f"![{path.stem}]({FIGURES}/{path.name})" for path in figures.get(ACROSS, [])]
+    lines += ["", *claims_lines(results, reference, figures.get(LEARNING_CURVES, ()))]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -282,9 +290,13 @@ def write_report(output: str | Path, reference: str | None = None, all_pairs: bo
     """
     output = Path(output)
     results = load_results(output)
-    atomic_write_text(output / SUMMARY_CSV, _csv_text(summary_rows(results)))
+    rows = summary_rows(results)
+    rows, columns = fraction_columns(results, rows, list(rows[0]))
+    atomic_write_text(output / SUMMARY_CSV, _csv_text(rows, columns))
     tests = comparisons(results, reference, all_pairs)
-    atomic_write_text(output / SUMMARY_TESTS_CSV, _csv_text(tests, TEST_COLUMNS))
+    tests, columns = fraction_columns(results, tests, TEST_COLUMNS)
+    atomic_write_text(output / SUMMARY_TESTS_CSV, _csv_text(tests, columns))
     figures = write_figures(results, output / FIGURES)
+    figures[LEARNING_CURVES] = write_learning_curves(results, output / FIGURES)
     markdown = render_markdown(results, figures, reference, all_pairs)
     return atomic_write_text(output / SUMMARY_MD, markdown)

@@ -130,6 +130,7 @@ def comparison_rows(cells: Cells, reference: str, all_pairs: bool = False) -> li
     """
     first = next(iter(next(iter(cells.values())).values()))
     where = {"dataset": first.dataset, "backbone": first.backbone}
+    where["train_fraction"] = first.train_fraction
     rows = []
     for stage, metric, _ in TESTED_METRICS:
         table = []
@@ -139,7 +140,7 @@ def comparison_rows(cells: Cells, reference: str, all_pairs: bool = False) -> li
                           "reference": other, **result})  # fmt: skip
         for row, adjusted in zip(table, holm([r["p_corrected"] for r in table]), strict=True):
             row["p_holm"] = adjusted
-        rows += [{column: row.get(column) for column in TEST_COLUMNS} for row in table]
+        rows += [{c: row.get(c) for c in ("train_fraction", *TEST_COLUMNS)} for row in table]
     return rows
 
 

@@ -7,6 +7,7 @@ the labelled variants to compare, and optionally the folds::
       digits: digits.yaml
     folds: [0, 1, 2, 3, 4]    # optional; default: every fold of each config
     backbones: [resnet18, mobilenet_v3_small]   # optional; default: each config's network
+    train_fractions: [0.05, 0.1, 0.25, 1.0]     # optional; default: each config's training set
     activations: [relu, leaky_relu, sigmoid, tanh, mish, dsrelu]   # registry defaults
     variants:                 # label -> activation, its arguments, per-cell overrides
       dsrelu_75_30: {activation: dsrelu, activation_args: {initial_angle: 75, final_angle: 30}}
@@ -21,9 +22,11 @@ sets per cell (:data:`~dsrelu_lightning.study.run.keys.CELL_KEYS`), the model se
 (:data:`~dsrelu_lightning.study.run.keys.SELECTION`) and the
 activation's own keys (use ``activation``/``activation_args``) are refused.
 
-Cells are ``dataset x backbone x label x seed x fold``: each seed sets both the fold
-assignment (``data.init_args.seed``) and ``seed_everything``, so several seeds are repeated
-k-fold; each backbone sets ``model.backbone``.
+Cells are ``dataset x backbone x training fraction x label x seed x fold``: each seed sets
+both the fold assignment (``data.init_args.seed``) and ``seed_everything``, so several seeds
+are repeated k-fold; each backbone sets ``model.backbone``, each training fraction
+``data.init_args.train_fraction`` (a stratified share of the fold's training part, nested
+across fractions).
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ __all__ = [
     "parse_folds",
     "parse_seeds",
     "parse_shard",
+    "parse_train_fractions",
     "shard_cells",
 ]
 
-_GRID_KEYS = ("datasets", "folds", "activations", "variants", "backbones")
+_GRID_KEYS = ("datasets", "folds", "activations", "variants", "backbones", "train_fractions")
 
 
 @dataclass(frozen=True)
@@ -77,21 +81,28 @@ class Cell:
     seed: int | None = None
     flat: bool = False
     backbone: str | None = None
+    train_fraction: float | None = None
 
     @property
     def name(self) -> str:
-        """``dataset/[backbone/]label/seed s/fold k``, as the progress lines show it."""
+        """``dataset/[backbone/][fraction F/]label/seed s/fold k``, as the progress lines
+        show it."""
         seed = "" if self.seed is None else f"seed {self.seed}/"
         backbone = "" if self.backbone is None else f"{self.backbone}/"
-        return f"{self.dataset}/{backbone}{self.variant.label}/{seed}fold {self.fold}"
+        fraction = "" if self.train_fraction is None else f"fraction {self.train_fraction:g}/"
+        return f"{self.dataset}/{backbone}{fraction}{self.variant.label}/{seed}fold {self.fold}"
 
     def directory(self, output: str | Path) -> Path:
-        """The cell's own folder: ``<output>/<dataset>/[<backbone>/]<label>/seed<s>/fold<k>``
+        """The cell's own folder:
+        ``<output>/<dataset>/[<backbone>/][fraction<F>/]<label>/seed<s>/fold<k>``
         (``<label>/fold<k>`` without a seed or when ``flat``); a grid without --backbones
-        keeps the config's network and no backbone folder."""
+        keeps the config's network and no backbone folder, one without --train_fractions
+        the config's training set and no fraction folder."""
         folder = Path(output) / self.dataset
         if self.backbone is not None:
             folder /= self.backbone
+        if self.train_fraction is not None:
+            folder /= f"fraction{self.train_fraction:g}"
         folder /= self.variant.label
         if self.seed is not None and not self.flat:
             folder /= f"seed{self.seed}"
@@ -100,18 +111,22 @@ class Cell:
     def cli_args(self) -> list[str]:
         """The LightningCLI overrides that select this cell's network and activation."""
         backbone = [] if self.backbone is None else ["--model.backbone", self.backbone]
+        if self.train_fraction is not None:
+            backbone += ["--data.init_args.train_fraction", f"{self.train_fraction:g}"]
         return [*backbone, *self.variant.cli_args()]
 
 
 @dataclass(frozen=True)
 class Grid:
-    """What a grid file defines: datasets (may be empty), labelled variants, folds, and the
-    backbones to compare (None: each config's own network)."""
+    """What a grid file defines: datasets (may be empty), labelled variants, folds, the
+    backbones to compare (None: each config's own network) and the training fractions
+    (None: each config's own training set)."""
 
     datasets: dict[str, Path] = field(default_factory=dict, hash=False)
     variants: tuple[Variant, ...] = ()
     folds: tuple[int, ...] | None = None
     backbones: tuple[str, ...] | None = None
+    train_fractions: tuple[float, ...] | None = None
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -154,7 +169,14 @@ def load_grid(path: str | Path) -> Grid:
         if not isinstance(backbones, list):
             raise ConfigurationError(f"{source}: 'backbones' must be a list such as [resnet18]")
         backbones = parse_backbones(",".join(str(b) for b in backbones))
-    return Grid(datasets, tuple(variants), folds, backbones)
+    fractions = data.get("train_fractions")
+    if fractions is not None:
+        if not isinstance(fractions, list):
+            raise ConfigurationError(
+                f"{source}: 'train_fractions' must be a list such as [0.1, 0.25, 1.0]"
+            )
+        fractions = parse_train_fractions(",".join(str(f) for f in fractions))
+    return Grid(datasets, tuple(variants), folds, backbones, fractions)
 
 
 def _grid_datasets(entries: object, base: Path, source: str) -> dict[str, Path]:
@@ -210,6 +232,22 @@ def parse_backbones(text: str) -> tuple[str, ...]:
     return names
 
 
+def parse_train_fractions(text: str) -> tuple[float, ...]:
+    """``"0.05,0.1,1.0"`` -> ``(0.05, 0.1, 1.0)``: distinct fractions in (0, 1]."""
+    items = [item.strip() for item in str(text).split(",")]
+    try:
+        fractions = tuple(float(item) for item in items)
+    except ValueError:
+        fractions = ()
+    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
+        raise ConfigurationError(
+            "--train_fractions must be a comma-separated list of shares of the training set "
+            f"in (0, 1] such as 0.05,0.1,0.25,1.0; got {text!r}"
+        )
+    check_unique([f"{f:g}" for f in fractions], "--train_fractions")
+    return fractions
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``"42,43,44"`` -> ``(42, 43, 44)``: distinct seeds in ``[0, 2**32 - 1]``."""
     items = [item.strip() for item in str(text).split(",")]
@@ -245,17 +283,20 @@ def grid_cells(
     folds: Mapping[str, Sequence[int]],
     seeds: Mapping[str, Sequence[int]] | None = None,
     backbones: Sequence[str] | None = None,
+    train_fractions: Sequence[float] | None = None,
 ) -> list[Cell]:
-    """Every cell, in a fixed order: dataset, backbone, label, seed, fold.
+    """Every cell, in a fixed order: dataset, backbone, training fraction, label, seed, fold.
 
     Without ``seeds`` the cells keep their configs' seeds (``Cell.seed`` None); without
-    ``backbones`` their configs' network (``Cell.backbone`` None).
+    ``backbones`` their configs' network (``Cell.backbone`` None); without
+    ``train_fractions`` their configs' training set (``Cell.train_fraction`` None).
     """
     variants = tuple(variants)
     return [
-        Cell(dataset, Path(config), variant, fold, seed, backbone=backbone)
+        Cell(dataset, Path(config), variant, fold, seed, backbone=backbone, train_fraction=frac)
         for dataset, config in datasets.items()
         for backbone in (backbones if backbones is not None else (None,))
+        for frac in (train_fractions if train_fractions is not None else (None,))
         for variant in variants
         for seed in (seeds[dataset] if seeds is not None else (None,))
         for fold in folds[dataset]

@@ -16,6 +16,7 @@ __all__ = [
     "KEEP_CHECKPOINTS",
     "SELECTION",
     "SELECTION_RULE",
+    "TRAIN_FRACTION_KEYS",
     "KeepCheckpoints",
     "check_override_key",
 ]
@@ -42,6 +43,9 @@ ACTIVATION_KEYS = ("model.activation", "model.activation_args")
 
 BACKBONE_KEYS = ("model.backbone",)
 """The key a grid with backbones (``--backbones``) sets per cell."""
+
+TRAIN_FRACTION_KEYS = ("data.train_fraction", "data.init_args.train_fraction")
+"""The keys a grid with training fractions (``--train_fractions``) sets per cell."""
 
 SELECTION = {
     "checkpoint.monitor": SELECTION_METRIC,
@@ -89,6 +93,7 @@ def check_override_key(
         raise ConfigurationError(
             f"{prefix}--{key} is set per cell by the grid and cannot be overridden: "
             "choose activations with --activations or a --grid file's variants, networks "
-            "with --backbones, seeds with --seeds, folds with --folds and the output folder "
+            "with --backbones, training fractions with --train_fractions, seeds with "
+            "--seeds, folds with --folds and the output folder "
             "with --output"
         )

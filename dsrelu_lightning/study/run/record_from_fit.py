@@ -65,6 +65,7 @@ def cell_record(
         dataset=cell.dataset,
         label=cell.variant.label,
         backbone=str(model["backbone"]) if isinstance(model["backbone"], str) else None,
+        train_fraction=float(getattr(cli.datamodule, "train_fraction", 1.0)),
         fold=cell.fold,
         seed=cli.config["seed_everything"],
         activation=str(model["activation"]),

@@ -37,6 +37,7 @@ from dsrelu_lightning.study.run.keys import (
     KEEP_CHECKPOINTS,
     SELECTION,
     SELECTION_RULE,
+    TRAIN_FRACTION_KEYS,
     KeepCheckpoints,
     check_override_key,
 )
@@ -217,6 +218,7 @@ def run_benchmark(
     keep_checkpoints: KeepCheckpoints = "best",
     seeds: Sequence[int] | None = None,
     backbones: Sequence[str] | None = None,
+    train_fractions: Sequence[float] | None = None,
 ) -> GridRun:
     """Run this shard's cells of the grid.
 
@@ -235,6 +237,8 @@ def run_benchmark(
             assignment); None: each config's ``seed_everything``.
         backbones: the networks to compare (``model.backbone`` of each cell); None: each
             config's own.
+        train_fractions: shares of each fold's training part to train on
+            (``data.init_args.train_fraction`` of each cell); None: each config's own.
 
     Returns:
         This shard's ``result.json`` paths and the cells another process was running.
@@ -245,11 +249,14 @@ def run_benchmark(
         )
     grid_keys = CELL_KEYS + (ACTIVATION_KEYS if any(v.activation for v in variants) else ())
     grid_keys += BACKBONE_KEYS if backbones is not None else ()
+    grid_keys += TRAIN_FRACTION_KEYS if train_fractions is not None else ()
     _check_overrides(overrides, grid_keys)
-    if backbones is not None:
-        for variant in variants:
-            for key in variant.overrides:
-                check_override_key(str(key), BACKBONE_KEYS, f"variant {variant.label!r}:")
+    per_cell = (BACKBONE_KEYS if backbones is not None else ()) + (
+        TRAIN_FRACTION_KEYS if train_fractions is not None else ()
+    )
+    for variant in variants if per_cell else ():
+        for key in variant.overrides:
+            check_override_key(str(key), per_cell, f"variant {variant.label!r}:")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"--output {str(output)!r} is a file; give a folder")
@@ -264,7 +271,9 @@ def run_benchmark(
         for name, dataset in data.items()
     }
     configs = {k: Path(v) for k, v in datasets.items()}
-    cells = grid_cells(configs, variants, cell_folds, _grid_seeds(seeds, data), backbones)
+    cells = grid_cells(
+        configs, variants, cell_folds, _grid_seeds(seeds, data), backbones, train_fractions
+    )
     mine = [_located(cell, output) for cell in shard_cells(cells, *shard)]
     _check_cells(mine, output, overrides, data)
     where = f" (shard {shard[0]}/{shard[1]}: {len(mine)} here)" if shard[1] > 1 else ""
