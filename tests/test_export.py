@@ -158,13 +158,14 @@ def test_mobilenet_v3_small_exports_as_closely_as_float32_allows(
     tmp_path_factory: pytest.TempPathFactory, digits: Tensor
 ) -> None:
     # 33 DSReLU sites at slope 3 amplify rounding: on 64 digits PyTorch's own float32
-    # outputs are ~5e-5 (relative) from float64's, and onnxruntime's kernels (BatchNorm folded
-    # into the convolutions) land as far on the other side: ~1.1e-4 from PyTorch's. The test
-    # asks onnxruntime to be about as close to float64 as PyTorch is; the pt2 program runs
-    # PyTorch's own kernels and must reproduce it within 1e-4.
+    # outputs lie ~5e-5 to ~1e-3 (relative) from float64's, depending on the weights the
+    # fit reached (torch's thread count changes them), and onnxruntime's kernels (BatchNorm
+    # folded into the convolutions) land about as far on the other side. The export's own
+    # tolerance is therefore loose here; the test asks onnxruntime to be about as close to
+    # float64 as PyTorch is; the pt2 program runs PyTorch's own kernels.
     fit = _fit(tmp_path_factory.mktemp("mobile"), "mobilenet_v3_small", "--model.stem=cifar")
     for format_name in ("onnx", "pt2"):
-        args = ["--ckpt_path", str(fit.best), "--format", format_name, "--tolerance", "1e-3"]
+        args = ["--ckpt_path", str(fit.best), "--format", format_name, "--tolerance", "1e-2"]
         run_main("export", "--config", str(fit.config), *args).ok()
     _check_program(fit.run / "export" / f"{fit.best.stem}.pt2", fit.best, digits)
     path = fit.run / "export" / f"{fit.best.stem}.onnx"

@@ -239,7 +239,9 @@ def _subcommand_help(name: str) -> dict[str, str]:
     epilog += (
         "; a group reads a file too (--trainer FILE, --checkpoint FILE, ...), "
         "--trainer.callbacks.help CLASS lists a class's options (also .logger, .strategy, "
-        ".profiler, .plugins, .accelerator), --print_config every setting."
+        ".profiler, .plugins, .accelerator), --early_stopping and --checkpoint list their "
+        "common options (all of EarlyStopping's and ModelCheckpoint's are accepted), "
+        "--print_config every setting."
     )
     return {"usage": usage, "epilog": epilog}
 

@@ -152,6 +152,14 @@ def backbone_help() -> str:
     )
 
 
+COMMON_CALLBACK_OPTIONS = {
+    "early_stopping": ("monitor", "min_delta", "patience", "mode"),
+    "checkpoint": ("dirpath", "filename", "monitor", "save_last", "save_top_k", "mode"),
+}
+"""The options ``fit --help`` lists of Lightning's own callbacks; the others are accepted and
+shown by ``--print_config``."""
+
+
 class ShortHelpFormatter(DefaultHelpFormatter):
     """jsonargparse's formatter cut to one sentence per option and section, plus its default.
 
@@ -219,14 +227,13 @@ class ShortHelpFormatter(DefaultHelpFormatter):
         super().start_section(heading)
 
     def add_argument(self, action: argparse.Action) -> None:
-        """Every option but those the epilog sums up: a group's ``--KEY CONFIG`` file and
-        the Trainer's ``--trainer.KEY.help CLASS``."""
+        """Every option but those the epilog sums up: a group's ``--KEY CONFIG`` file, the
+        Trainer's ``--trainer.KEY.help CLASS`` and Lightning's callbacks' rarer options."""
         names = action.option_strings
         group_file = len(names) == 1 and "." not in names[0] and action.metavar == "CONFIG"
-        if not (
-            group_file
-            or (names and names[0].startswith("--trainer.") and names[0].endswith(".help"))
-        ):
+        group, _, key = names[0].removeprefix("--").partition(".") if names else ("", "", "")
+        rare = key not in COMMON_CALLBACK_OPTIONS.get(group, (key,))
+        if not (group_file or rare or (group == "trainer" and key.endswith(".help"))):
             super().add_argument(action)
 
 
