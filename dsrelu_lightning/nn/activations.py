@@ -34,17 +34,9 @@ from dsrelu_lightning.nn.schedules import (
     resolve_schedule,
 )
 
-__all__ = [
-    "ACTIVATIONS",
-    "PAPER_ACTIVATIONS",
-    "DSReLU",
-    "activation_defaults",
-    "activation_factory",
-    "build_activation",
-    "canonical_activation_name",
-    "dsrelu_modules",
-    "dsrelu_slope",
-]
+# The public surface, as timm's create_act.py: DSReLU, the registry and its two functions
+# (and dsrelu_slope, DESIGN's name); the other helpers serve this package's own layers.
+__all__ = ["ACTIVATIONS", "DSReLU", "activation_factory", "build_activation", "dsrelu_slope"]
 
 
 class DSReLU(nn.Module):
