@@ -12,6 +12,7 @@ import pytest
 from conftest import DIGITS_CONFIG, run_main, tiny_args
 
 from dsrelu_lightning.errors import ConfigurationError
+from dsrelu_lightning.study.run import cell as cell_module
 from dsrelu_lightning.study.run.isolated import IN_PROCESS_ENV, ChildTraceback, call_isolated
 
 ONCE_PER_PROCESS = "is smaller than the logging interval"
@@ -62,3 +63,30 @@ def test_a_process_that_dies_without_answering_is_an_error() -> None:
 def test_in_process_mode_runs_here(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(IN_PROCESS_ENV, "1")
     assert call_isolated(_answer, 1, say=lambda _: None) == (2, os.getpid())
+
+
+def _environment_and_wrapped_error(name: str, *, say: object) -> None:
+    try:
+        raise ConfigurationError(f"{name}={os.environ.get(name)}")
+    except ConfigurationError as error:
+        raise RuntimeError("a framework wrapped it") from error
+
+
+def test_the_child_has_the_callers_environment_and_its_user_error_survives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    call_isolated(_answer, 0, say=lambda _: None)  # the server runs before the variable is set
+    monkeypatch.setenv("DSRELU_TEST_SETTING", "set after the server started")
+    # Pickling drops the chain: the wrapped user error comes back as itself, its one line kept.
+    with pytest.raises(ConfigurationError, match="^DSRELU_TEST_SETTING=set after the server"):
+        call_isolated(_environment_and_wrapped_error, "DSRELU_TEST_SETTING", say=print)
+
+
+def test_a_cell_process_takes_the_grids_torch_settings() -> None:
+    before = cell_module._torch_settings()
+    settings = (1, "medium", True, "fused")
+    cell_module._apply_torch_settings(settings)  # what the cell's process runs first
+    try:
+        assert cell_module._torch_settings() == settings
+    finally:
+        cell_module._apply_torch_settings(before)

@@ -221,6 +221,9 @@ def test_ddp_on_two_cpu_processes(ddp_run: DDPRun) -> None:
     assert sum(r["val_samples"] for r in ranks) in (val_size, val_size + 1)
     # ... and torchmetrics synchronised the metric: both ranks report the same value.
     assert ranks[0]["val_acc"] == ranks[1]["val_acc"]
+    # units/* classify each unit on both ranks' probe inputs pooled: one value on every rank.
+    assert ranks[0]["units"] == ranks[1]["units"]
+    assert all(0.0 <= share <= 1.0 for share in ranks[0]["units"])
 
 
 def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:

@@ -187,6 +187,14 @@ class UnitStats(Callback):
                 for batch in trainer.datamodule.train_eval_dataloader(self.num_samples):  # type: ignore[union-attr]
                     forward(batch)
             self._recorded = None
+        if trainer.world_size > 1:  # pool the ranks' probe inputs, then classify the units
+            for s in (s for s in stats.values() if s.low is not None):
+                s.low = trainer.strategy.all_gather(s.low).amin(0)
+                s.high = trainer.strategy.all_gather(s.high).amax(0)
+                if s.beyond is not None:
+                    s.beyond = trainer.strategy.reduce(s.beyond, reduce_op="sum")
+                count = torch.tensor(float(s.count), device=s.low.device)
+                s.count = int(trainer.strategy.reduce(count, reduce_op="sum"))
         per_site = {name: s.kinds() for name, s in stats.items() if s.low is not None}
         if not per_site:
             if stats and not self._warned:
@@ -197,12 +205,6 @@ class UnitStats(Callback):
                     "units/* are not logged; --unit_stats.enabled false silences this"
                 )
             return
-        if trainer.world_size > 1:  # a unit is dead only if dead on every rank's probe
-            per_site = {
-                name: {k: trainer.strategy.reduce(v.float(), reduce_op="mean") >= 1.0
-                       for k, v in kinds.items()}
-                for name, kinds in per_site.items()
-            }  # fmt: skip
         units = sum(kinds["dead"].numel() for kinds in per_site.values())
         totals = {
             f"units/{k}": sum(kinds[k].sum() for kinds in per_site.values()) / max(units, 1)

@@ -37,6 +37,7 @@ class RankProbe(Callback):
             "progress": self.progress,
             "val_samples": self.val_samples,
             "val_acc": float(trainer.callback_metrics["val/acc"]),
+            "units": [float(trainer.callback_metrics[f"units/{k}"]) for k in ("dead", "linear")],
         }
         out = Path(os.environ["DDP_PROBE_DIR"]) / f"rank{trainer.global_rank}.json"
         out.write_text(json.dumps(record))

@@ -31,6 +31,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from dsrelu_lightning.cli.app import build_cli
 from dsrelu_lightning.cli.summaries import changed_keys, resolved, resolved_defaults
 from dsrelu_lightning.errors import ConfigurationError, TrainingDivergedError
+from dsrelu_lightning.nn.dsrelu_kernel import kernel_mode, set_kernel_mode
 from dsrelu_lightning.study.result_file import (
     RESULT_FILE,
     STAGE_METRICS,
@@ -224,8 +225,27 @@ def run_cell(
     raises ConfigurationError. The cell runs in a fresh process (what it prints goes to its
     ``cell.log``); its exceptions are raised here.
     """
-    args = (cell, output, tuple(overrides), seed, keep_checkpoints, torch.get_num_threads())
+    args = (cell, output, tuple(overrides), seed, keep_checkpoints, _torch_settings())
     return call_isolated(_run_cell_here, *args, say=_print)
+
+
+def _torch_settings() -> tuple[int, str, bool, str]:
+    """The process-wide settings a cell's process takes from the grid's: intra-op threads,
+    float32 matmul precision, deterministic algorithms, DSReLU's kernel mode."""
+    return (
+        torch.get_num_threads(),
+        torch.get_float32_matmul_precision(),
+        torch.are_deterministic_algorithms_enabled(),
+        kernel_mode(),
+    )
+
+
+def _apply_torch_settings(settings: tuple[int, str, bool, str]) -> None:
+    threads, matmul_precision, deterministic, mode = settings
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(matmul_precision)
+    torch.use_deterministic_algorithms(deterministic)
+    set_kernel_mode(mode)
 
 
 def _print(text: str) -> None:
@@ -238,12 +258,12 @@ def _run_cell_here(
     overrides: Sequence[str],
     seed: int | bool,
     keep_checkpoints: KeepCheckpoints,
-    threads: int,
+    settings: tuple[int, str, bool, str],
     say: Say,
 ) -> CellOutcome:
-    """:func:`run_cell` in this process, on the grid's intra-op ``threads``; ``say`` shows a
-    note on the grid's progress line."""
-    torch.set_num_threads(threads)
+    """:func:`run_cell` in this process, with the grid's :func:`_torch_settings`; ``say``
+    shows a note on the grid's progress line."""
+    _apply_torch_settings(settings)
     directory = cell.directory(output)
     with cell_lock(directory) as locked:
         if not locked:

@@ -45,6 +45,21 @@ def _readable(error: BaseException) -> BaseException:
     return error
 
 
+def _user_facing(error: BaseException) -> BaseException:
+    """The user error (one line at the CLI) in ``error``'s chain, else ``error``: pickling
+    drops the ``__cause__``/``__context__`` chain the CLI reads that line from."""
+    from dsrelu_lightning.errors import UserFacingError
+
+    current: BaseException | None = error
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserFacingError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return error
+
+
 def _end_with_parent() -> None:
     """End this process when the one that asked for it ends (e.g. ``kill -9`` of the grid),
     as a call in that process would have ended."""
@@ -54,15 +69,20 @@ def _end_with_parent() -> None:
         os._exit(1)
 
 
-def _child(send: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child(
+    send: Connection, target: Callable[..., Any], args: tuple[Any, ...], environ: dict[str, str]
+) -> None:
     def say(text: str) -> None:
         send.send(("say", text, ""))
+
+    os.environ.clear()  # the caller's environment now, not the server's at its start
+    os.environ.update(environ)
 
     threading.Thread(target=_end_with_parent, name="end-with-parent", daemon=True).start()
     try:
         value = target(*args, say=say)
     except BaseException as error:
-        send.send(("raised", _readable(error), traceback.format_exc()))
+        send.send(("raised", _readable(_user_facing(error)), traceback.format_exc()))
     else:
         send.send(("returned", value, ""))
     finally:
@@ -79,7 +99,7 @@ def call_isolated(target: Callable[..., T], *args: Any, say: Say) -> T:
     context = _context(target.__module__)
     receive, send = context.Pipe(duplex=False)
     # Not a daemon: a cell's DataLoader starts worker processes of its own.
-    process = context.Process(target=_child, args=(send, target, args))
+    process = context.Process(target=_child, args=(send, target, args, dict(os.environ)))
     process.start()
     send.close()
     answered = False

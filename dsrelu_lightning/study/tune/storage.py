@@ -7,7 +7,12 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
 
 from dsrelu_lightning.errors import ConfigurationError
@@ -30,7 +35,7 @@ def default_url(output: str | Path) -> str:
 
 def retry_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Rerun a trial whose worker died (same parameters, a new number), up to MAX_RETRY times."""
-    RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, trial)
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 def _check_folder(url: str, folder: Path, output: Path) -> None:

@@ -76,7 +76,9 @@ def _fail_dead_trials(study: optuna.Study, output: Path, label: str) -> None:
     """Fail and retry RUNNING trials whose folder lock is free: their worker is gone."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         with cell_lock(trial_folder(output, label, trial.number)) as free:
-            if not free:
+            fresh = _frozen(study, trial.number)  # its worker may have finished meanwhile
+            finished = fresh.state != TrialState.RUNNING or "wall_s" in fresh.user_attrs
+            if not free or finished:
                 continue
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         print(
