@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from dsrelu_lightning.data import DigitsDataModule
 from dsrelu_lightning.training import default_callbacks
-from dsrelu_lightning.training.grad_flow import network_stages
+from dsrelu_lightning.training.grad_flow import GradientFlow, network_stages
 from dsrelu_lightning.training.module import Classifier
 from dsrelu_lightning.training.unit_shapes import SIGMOID_SATURATION, TANH_SATURATION, unit_shape
 
@@ -162,3 +162,30 @@ def test_units_without_train_eval_come_from_a_probe_pass_of_their_own(tiny: Tiny
     assert rows[-1]["units/linear"] == pytest.approx(
         ((high <= 0) | (low > 0)).float().mean().item()
     )
+
+
+class _LogRecorder(nn.Module):
+    """Stands in for the LightningModule: a network under ``model`` and what it logs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.logged: dict[str, Tensor] = {}
+
+    def log_dict(self, values: dict[str, Tensor], **_: object) -> None:
+        self.logged.update(values)
+
+
+def test_grad_flow_averages_finite_steps_only_and_starts_mid_epoch() -> None:
+    # fp16's scaler skips a step whose gradients overflowed: its inf norm is not averaged in.
+    module = _LogRecorder(nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False)))
+    flow = GradientFlow()
+    first, last = module.model
+    for scale in (3.0, float("inf"), 1.0):  # no on_train_epoch_start: a mid-epoch resume
+        first.weight.grad = torch.full((2, 2), scale / 2)  # norm = scale
+        last.weight.grad = torch.full((1, 2), 1.0)  # norm = sqrt(2)
+        flow.on_before_optimizer_step(None, module, None)  # type: ignore[arg-type]
+    flow.on_train_epoch_end(None, module)  # type: ignore[arg-type]
+    assert float(module.logged["grad/norm/stem"]) == pytest.approx(2.0)  # (3 + 1) / 2
+    assert float(module.logged["grad/norm/head"]) == pytest.approx(2**0.5)  # 3 finite steps
+    assert float(module.logged["grad/first_to_last"]) == pytest.approx(2.0 / 2**0.5)

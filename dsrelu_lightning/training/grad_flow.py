@@ -72,26 +72,28 @@ class GradientFlow(Callback):
         self.enabled = enabled
         self._stages: dict[str, list[nn.Parameter]] = {}
         self._sums: Tensor | None = None
-        self._steps = 0
+        self._steps: Tensor | None = None  # per stage: the steps whose norm was finite
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        network = getattr(pl_module, "model", pl_module)
-        self._stages = network_stages(network) if self.enabled else {}
-        self._sums, self._steps = None, 0
+        self._stages, self._sums, self._steps = {}, None, None
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
     ) -> None:
-        if not self._stages:
+        if not self.enabled:
             return
+        if not self._stages:  # here, not at the epoch's start: a mid-epoch resume skips that
+            self._stages = network_stages(getattr(pl_module, "model", pl_module))
         norms = torch.stack([_norm(params) for params in self._stages.values()])
+        finite = norms.isfinite()  # a step fp16's scaler skips has inf gradients: not counted
+        norms = torch.where(finite, norms, 0.0)
         self._sums = norms if self._sums is None else self._sums + norms
-        self._steps += 1
+        self._steps = finite.float() if self._steps is None else self._steps + finite
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._sums is None or not self._steps:
+        if self._sums is None or self._steps is None:
             return
-        means = self._sums / self._steps
+        means = self._sums / self._steps.clamp_min(1.0)
         values = {f"grad/norm/{name}": mean for name, mean in zip(self._stages, means, strict=True)}
         values["grad/first_to_last"] = means[0] / means[-1].clamp_min(torch.finfo(means.dtype).tiny)
         pl_module.log_dict(values, on_step=False, on_epoch=True, sync_dist=False)
