@@ -124,8 +124,11 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial_and_a_rerun_completes(
         time.sleep(0.5)
         if db.is_file():
             with sqlite3.connect(db, timeout=30) as connection:
+                # RUNNING with its parameters drawn (killed before that, it has none to rerun:
+                # its retry draws its own)
                 running = connection.execute(
-                    "SELECT number FROM trials WHERE state = 'RUNNING' AND number >= 1"
+                    "SELECT DISTINCT t.number FROM trials t JOIN trial_params p "
+                    "ON p.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND t.number >= 1"
                 ).fetchall()
     assert running, "no second trial started"
     os.kill(worker.pid, signal.SIGKILL)
