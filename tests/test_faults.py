@@ -226,6 +226,20 @@ def test_ddp_on_two_cpu_processes(ddp_run: DDPRun) -> None:
     assert all(0.0 <= share <= 1.0 for share in ranks[0]["units"])
 
 
+def test_a_ddp_fit_destroys_its_process_group(
+    tiny: TinyTrainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Left alive to interpreter exit, gloo's threads sometimes aborted a finished DDP fit
+    # (rc -6, "terminate called without an active exception").
+    for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.setenv(key, "")  # records the variable's state, restored after the test
+        monkeypatch.delenv(key)  # as a user's shell has it: unset, for Lightning to set
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    main(["fit", *_short_fit(tiny, epochs=1), "--trainer.strategy=ddp", "--trainer.devices=1"])
+    assert (tiny.root / "lightning_logs").is_dir()
+    assert not torch.distributed.is_initialized()
+
+
 def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:
     previous = os.umask(0o027)
     try:

@@ -291,16 +291,33 @@ def build_cli(
     """
     quiet = {"exit_on_error": False, "formatter_class": ShortHelpFormatter}
     subcommands = {name: {**quiet, **_subcommand_help(name)} for name in DSReLUCLI.subcommands()}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return cli_class(
-            Classifier,
-            KFoldDataModule,
-            subclass_mode_data=True,
-            save_config_callback=SameRunSaveConfig,
-            seed_everything_default=42,
-            parser_kwargs={**quiet, "prog": PROG, **subcommands},
-            args=list(args) if args is not None else None,
-            run=run,
-            auto_configure_optimizers=False,
-        )
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            return cli_class(
+                Classifier,
+                KFoldDataModule,
+                subclass_mode_data=True,
+                save_config_callback=SameRunSaveConfig,
+                seed_everything_default=42,
+                parser_kwargs={**quiet, "prog": PROG, **subcommands},
+                args=list(args) if args is not None else None,
+                run=run,
+                auto_configure_optimizers=False,
+            )
+    finally:
+        if run:
+            _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Destroy the process group a DDP run started (Lightning leaves it alive).
+
+    Left to interpreter exit, gloo's worker threads may still hold tensors and abort the
+    process after a finished run (SIGABRT, "terminate called without an active exception";
+    pytorch/pytorch#179291 explains it).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
