@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,10 +41,17 @@ def test_a_fraction_grid_records_and_reports_each_fraction(grid: Path) -> None:
     assert sorted({r["train_fraction"] for r in rows}) == ["0.5", "1.0"]
     tests = list(csv.DictReader((grid / "summary_tests.csv").open()))
     assert {r["train_fraction"] for r in tests} == {"0.5", "1.0"}
+    # The corrected test's penalty is the fold design's, whatever share of the part trained.
+    ratio = {r["train_fraction"]: float(r["test_train_ratio"]) for r in tests}
+    assert ratio["0.5"] == pytest.approx(ratio["1.0"], rel=0.02)
     summary = (grid / "summary.md").read_text()
     assert "## digits/fraction 0.5" in summary and "## digits/fraction 1" in summary
     assert (grid / "figures" / "digits_tiny_nets.SmallCNN_learning_curve.png").stat().st_size
     assert "learning_curve.png)" in summary
+    # Every figure the summary shows exists under a name a markdown link can hold (no spaces).
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", summary)
+    assert "figures/digits_fraction_0.5_val_curves.png" in linked
+    assert all(" " not in link and (grid / link).is_file() for link in linked), linked
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from dsrelu_lightning.study.report.markdown import (
     markdown_table,
 )
 from dsrelu_lightning.study.report.results import Cells, group_tables, key_order
-from dsrelu_lightning.study.report.table_tests import resolve_reference, test_train_ratio
+from dsrelu_lightning.study.report.table_tests import paired_values, resolve_reference
 
 __all__ = ["CLAIMS", "COMPARED", "Claim", "Measurement", "claims_lines", "compare_measurement"]
 
@@ -103,18 +103,7 @@ def compare_measurement(
     """``reference`` minus ``label`` on the (seed, fold) cells both measured, with the
     corrected resampled t-test (n_test / n_train of the measurement's split)."""
     stage, metric = measurement.stage, measurement.metric
-    keys = [
-        key
-        for key in sorted(set(cells[label]) & set(cells[reference]), key=key_order)
-        if cells[label][key].value(stage, metric) is not None
-        and cells[reference][key].value(stage, metric) is not None
-    ]
-    ours = [float(cells[reference][k].value(stage, metric)) for k in keys]  # type: ignore[arg-type]
-    theirs = [float(cells[label][k].value(stage, metric)) for k in keys]  # type: ignore[arg-type]
-    pairs = [(n, k) for k in keys for n in (label, reference)]
-    ratios = [test_train_ratio(cells[n][k], measurement.split) for n, k in pairs]
-    known = [r for r in ratios if r is not None]
-    ratio = sum(known) / len(known) if known and len(known) == len(ratios) else None
+    theirs, ours, ratio = paired_values(cells, label, reference, stage, metric, measurement.split)
     return compare_paired(ours, theirs, ratio)
 
 

@@ -8,6 +8,7 @@ render headless (Agg) without touching the global backend of a notebook or scrip
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "critical_difference_diagram",
     "ema_curves",
     "epoch_time_bars",
+    "figure_path",
     "fold_band",
     "save_png",
     "slope_curves",
@@ -207,6 +209,13 @@ def epoch_time_bars(times: Mapping[str, Sequence[float]], title: str) -> Figure:
     return fig
 
 
+def figure_path(folder: Path, *parts: str) -> Path:
+    """``folder/<parts joined by _>.png``, safe in a shell and in a markdown link: every
+    character but ASCII letters, digits, ``_``, ``.`` and ``-`` becomes ``_``."""
+    stem = re.sub(r"[^\w.-]", "_", "_".join(parts), flags=re.ASCII)
+    return folder / f"{stem}.png"
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG, atomically."""
     buffer = io.BytesIO()
@@ -244,10 +253,10 @@ def write_figures(results: Sequence[CellResult], folder: Path) -> dict[str, list
             title = f"{dataset}, {len(repeated.labels)} labels"
             figures["cd_diagram_repeated"] = critical_difference_diagram(repeated, title, "cells")
         written[dataset] = [
-            save_png(figure, folder / f"{dataset.replace('/', '_')}_{name}.png")
+            save_png(figure, figure_path(folder, dataset, name))
             for name, figure in figures.items()
             if figure is not None
         ]
     if ACROSS in ranks and (figure := critical_difference_diagram(ranks[ACROSS], ACROSS, "tables")):
-        written[ACROSS] = [save_png(figure, folder / "across_tables_cd_diagram.png")]
+        written[ACROSS] = [save_png(figure, figure_path(folder, "across_tables_cd_diagram"))]
     return written

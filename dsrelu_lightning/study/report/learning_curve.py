@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from dsrelu_lightning.study.report.figures import save_png
+from dsrelu_lightning.study.report.figures import figure_path, save_png
 from dsrelu_lightning.study.report.results import CellResult, as_int, label_order
 
 __all__ = [
@@ -101,6 +101,6 @@ def write_learning_curves(results: Sequence[CellResult], folder: Path) -> list[P
     for (dataset, backbone), cells in groups.items():
         figure = learning_curve(cells, f"{dataset}/{backbone}")
         if figure is not None:
-            name = f"{dataset}_{backbone}_learning_curve.png".replace("/", "_")
-            written.append(save_png(figure, folder / name))
+            path = figure_path(folder, dataset, backbone, "learning_curve")
+            written.append(save_png(figure, path))
     return written

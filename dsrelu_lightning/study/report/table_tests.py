@@ -37,6 +37,7 @@ __all__ = [
     "TEST_COLUMNS",
     "comparison_rows",
     "comparisons",
+    "paired_values",
     "rank_tests",
     "repeated_rank_test",
     "resolve_reference",
@@ -95,26 +96,43 @@ def resolve_reference(results: Sequence[CellResult], wanted: str | None) -> str 
 
 def test_train_ratio(result: CellResult, stage: str) -> float | None:
     """n_scored / n_train of the cell: the recorded size of ``stage``'s split (the held-out
-    test split, or the validation fold) over its fold's training set; None when the record
-    has no sizes (the corrected test is then left out, with a note)."""
+    test split, or the validation fold) over its fold's training part; None when the record
+    has no sizes (the corrected test is then left out, with a note).
+
+    A cell trained on a ``train_fraction`` of that part counts the whole part: the penalty is
+    the fold design's (its training parts overlap), and the subsets overlap less, not more.
+    Their own size would make the penalty grow as the overlap shrinks (docs/benchmark.md).
+    """
     sizes = result.data.get("split_sizes") or {}
     train, scored = as_int(sizes.get("train")), as_int(sizes.get(stage))
-    return scored / train if train and scored else None
+    if not train or not scored:
+        return None
+    return scored * result.train_fraction / train  # train / train_fraction: the whole part
 
 
-def _compare(cells: Cells, label: str, reference: str, stage: str, metric: str) -> PairedComparison:
+def paired_values(
+    cells: Cells, label: str, reference: str, stage: str, metric: str, split: str | None = None
+) -> tuple[list[float], list[float], float | None]:
+    """``label``'s and ``reference``'s ``stage`` ``metric`` on the (seed, fold) cells both
+    measured, in key order, and the mean n_scored / n_train of ``split`` (``stage`` unless
+    given) over them: None where a record lacks its sizes."""
     keys = [
         key
         for key in sorted(set(cells[label]) & set(cells[reference]), key=key_order)
         if cells[label][key].value(stage, metric) is not None
         and cells[reference][key].value(stage, metric) is not None
     ]
-    a = [cells[label][key].value(stage, metric) for key in keys]
-    b = [cells[reference][key].value(stage, metric) for key in keys]
-    ratios = [test_train_ratio(cells[n][key], stage) for key in keys for n in (label, reference)]
+    a = [float(cells[label][key].value(stage, metric)) for key in keys]  # type: ignore[arg-type]
+    b = [float(cells[reference][key].value(stage, metric)) for key in keys]  # type: ignore[arg-type]
+    scored = split or stage
+    ratios = [test_train_ratio(cells[n][key], scored) for key in keys for n in (label, reference)]
     known = [r for r in ratios if r is not None]
     ratio = sum(known) / len(known) if known and len(known) == len(ratios) else None
-    return compare_paired(a, b, ratio)  # type: ignore[arg-type]
+    return a, b, ratio
+
+
+def _compare(cells: Cells, label: str, reference: str, stage: str, metric: str) -> PairedComparison:
+    return compare_paired(*paired_values(cells, label, reference, stage, metric))
 
 
 def _pairs(labels: Sequence[str], reference: str, all_pairs: bool) -> list[tuple[str, str]]:
