@@ -17,6 +17,7 @@ from dsrelu_lightning.training import default_callbacks
 from dsrelu_lightning.training.grad_flow import GradientFlow, network_stages
 from dsrelu_lightning.training.module import Classifier
 from dsrelu_lightning.training.unit_shapes import SIGMOID_SATURATION, TANH_SATURATION, unit_shape
+from dsrelu_lightning.training.unit_stats import histogram_values
 
 LIVE, DEAD = 4, 4
 
@@ -189,3 +190,14 @@ def test_grad_flow_averages_finite_steps_only_and_starts_mid_epoch() -> None:
     assert float(module.logged["grad/norm/stem"]) == pytest.approx(2.0)  # (3 + 1) / 2
     assert float(module.logged["grad/norm/head"]) == pytest.approx(2**0.5)  # 3 finite steps
     assert float(module.logged["grad/first_to_last"]) == pytest.approx(2.0 / 2**0.5)
+
+
+def test_a_histogram_keeps_a_bounded_seeded_draw_of_a_large_input() -> None:
+    x = torch.randn(64, 8, 40, 40)  # 819,200 values
+    drawn = histogram_values(x, limit=1000)
+    assert drawn.shape == (1000,) and drawn.device.type == "cpu"
+    assert torch.equal(drawn, histogram_values(x, limit=1000))  # the same draw each epoch
+    assert set(drawn.tolist()) <= set(x.reshape(-1).tolist())
+    assert abs(drawn.mean().item()) < 0.15 and 0.85 < drawn.std().item() < 1.15
+    small = torch.arange(10.0).reshape(2, 5)
+    assert torch.equal(histogram_values(small, limit=1000), torch.arange(10.0))  # all of it

@@ -21,9 +21,12 @@ from dsrelu_lightning.nn.activations import activation_factory
 from dsrelu_lightning.training.evaluable import batch_forward
 from dsrelu_lightning.training.unit_shapes import UnitShape, unit_shape
 
-__all__ = ["UnitStats", "activation_sites"]
+__all__ = ["UnitStats", "activation_sites", "histogram_values"]
 
 KINDS = ("dead", "linear", "saturated")
+HISTOGRAM_VALUES = 2**16
+"""Most pre-activation values a site keeps for its histogram: a seeded random draw from the
+first probe batch (a ResNet's stem on 224-pixel images sees 51 million in one batch of 64)."""
 
 
 def activation_sites(pl_module: pl.LightningModule) -> dict[str, nn.Module]:
@@ -48,7 +51,7 @@ def activation_sites(pl_module: pl.LightningModule) -> dict[str, nn.Module]:
 @dataclass
 class _SiteStats:
     """Per-channel input minimum and maximum, inputs past the saturation threshold, inputs
-    seen; and the first probe batch's inputs for the histogram."""
+    seen; and a draw of the first probe batch's inputs for the histogram."""
 
     shape: UnitShape
     limit: int
@@ -76,7 +79,7 @@ class _SiteStats:
             self.beyond = beyond if self.beyond is None else self.beyond + beyond
         self.count += channels.shape[1]
         if keep_sample:
-            self.sample = x.reshape(-1).cpu()
+            self.sample = histogram_values(x)
 
     def kinds(self) -> dict[str, Tensor]:
         """Per channel: dead, linear, saturated (bool tensors)."""
@@ -88,6 +91,16 @@ class _SiteStats:
             "linear": self.shape.linear(self.low, self.high),
             "saturated": self.shape.saturated(beyond.float(), count),
         }
+
+
+def histogram_values(x: Tensor, limit: int = HISTOGRAM_VALUES) -> Tensor:
+    """``x``'s values on the CPU, flattened; at most ``limit`` of them, drawn with a fixed seed
+    (with replacement) where there are more."""
+    flat = x.detach().reshape(-1)
+    if flat.numel() > limit:
+        generator = torch.Generator().manual_seed(0)
+        flat = flat[torch.randint(flat.numel(), (limit,), generator=generator).to(flat.device)]
+    return flat.float().cpu()
 
 
 class UnitStats(Callback):
@@ -106,7 +119,8 @@ class UnitStats(Callback):
     Units of other activations (Mish, GELU...) are none of these, and count in the
     denominator. With a TensorBoard logger it also writes each site's shares
     (``units_site/<kind>/<site>``) and, every ``histogram_every_n_epochs``, a histogram of
-    each site's pre-activation values on the first probe batch (``preact/<site>``).
+    each site's pre-activation values on the first probe batch (``preact/<site>``, at most
+    :data:`HISTOGRAM_VALUES` of them).
 
     Args:
         enabled: on by default (``--unit_stats.enabled false`` switches it off).
