@@ -242,17 +242,18 @@ def render_markdown(
     figures: Mapping[str, Sequence[Path]],
     reference: str | None,
     all_pairs: bool = False,
+    title: str = "Benchmark summary",
+    preface: str = "",
 ) -> str:
     """summary.md: per table (a dataset, or a dataset and backbone) the tables, the tests and
-    links to its figures; with several tables, the ranks across them."""
+    links to its figures; with several tables, the ranks across them. ``preface`` is a
+    paragraph under the title."""
     limits = batch_limits(results)
     cut = ", ".join(f"{name}={value}" for name, value in limits.items())
-    title = (
-        f"# Benchmark summary: SMOKE RUN, batches cut ({cut})" if limits else "# Benchmark summary"
-    )
     lines = [
-        title,
+        f"# {title}: SMOKE RUN, batches cut ({cut})" if limits else f"# {title}",
         "",
+        *([preface, ""] if preface else []),
         f"{len(results)} cells. Each cell's model is its epoch of lowest val/loss (its "
         "result.json), scored on the held-out test split: the test figures answer, the val "
         "figures are the data that chose the model. Mean ± std is over (seed, fold) cells "
@@ -276,7 +277,13 @@ def render_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(output: str | Path, reference: str | None = None, all_pairs: bool = False) -> Path:
+def write_report(
+    output: str | Path,
+    reference: str | None = None,
+    all_pairs: bool = False,
+    title: str = "Benchmark summary",
+    preface: str = "",
+) -> Path:
     """Merge every result under ``output`` into summary{,_tests}.csv, summary.md and figures/.
 
     Args:
@@ -284,6 +291,8 @@ def write_report(output: str | Path, reference: str | None = None, all_pairs: bo
         reference: the label the paired tests compare against (default: ``dsrelu``, else
             the first label whose activation is DSReLU).
         all_pairs: test every pair of labels, not only each label against the reference.
+        title: summary.md's heading.
+        preface: a paragraph under the heading (what the benchmark is for).
 
     Returns:
         The path of summary.md.
@@ -298,5 +307,5 @@ def write_report(output: str | Path, reference: str | None = None, all_pairs: bo
     atomic_write_text(output / SUMMARY_TESTS_CSV, _csv_text(tests, columns))
     figures = write_figures(results, output / FIGURES)
     figures[LEARNING_CURVES] = write_learning_curves(results, output / FIGURES)
-    markdown = render_markdown(results, figures, reference, all_pairs)
+    markdown = render_markdown(results, figures, reference, all_pairs, title, preface)
     return atomic_write_text(output / SUMMARY_MD, markdown)

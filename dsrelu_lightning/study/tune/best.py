@@ -93,13 +93,12 @@ def confirm(
             f"--confirm: {len(run.busy)} benchmark cell(s) run in another process; rerun "
             "with --confirm when they have finished"
         )
-    summary = write_report(output, reference=labels[0].name)
     n_trials = {s.study_name: len(s.get_trials(deepcopy=False)) for s in studies}
-    heading = (
-        "# After equal-budget tuning\n\n"
+    preface = (
         f"Each label's configuration is the best of its own Optuna search ({n_trials} trials, "
         f"scored on {setup.objective} of validation folds {list(setup.folds)} only; the test "
         "split was not read by the search). The benchmark below reruns each best configuration "
-        "over its seeds and folds, selects on val and scores on the held-out test split.\n\n"
+        "over its seeds and folds, selects on val and scores on the held-out test split."
     )
-    return atomic_write_text(summary, heading + summary.read_text(encoding="utf-8"))
+    title = "After equal-budget tuning"
+    return write_report(output, reference=labels[0].name, title=title, preface=preface)
