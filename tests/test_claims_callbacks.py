@@ -177,19 +177,40 @@ class _LogRecorder(nn.Module):
         self.logged.update(values)
 
 
-def test_grad_flow_averages_finite_steps_only_and_starts_mid_epoch() -> None:
-    # fp16's scaler skips a step whose gradients overflowed: its inf norm is not averaged in.
-    module = _LogRecorder(nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False)))
-    flow = GradientFlow()
+def _steps(flow: GradientFlow, module: _LogRecorder, steps: list[tuple[float, float]]) -> None:
+    """Optimizer steps whose first layer's gradient norm is ``stem`` and last one's ``head``."""
     first, last = module.model
-    for scale in (3.0, float("inf"), 1.0):  # no on_train_epoch_start: a mid-epoch resume
-        first.weight.grad = torch.full((2, 2), scale / 2)  # norm = scale
-        last.weight.grad = torch.full((1, 2), 1.0)  # norm = sqrt(2)
+    for stem, head in steps:
+        first.weight.grad = torch.full((2, 2), stem / 2)  # norm = stem
+        last.weight.grad = torch.full((1, 2), head / 2**0.5)  # norm = head
         flow.on_before_optimizer_step(None, module, None)  # type: ignore[arg-type]
     flow.on_train_epoch_end(None, module)  # type: ignore[arg-type]
+
+
+def _two_layers() -> _LogRecorder:
+    return _LogRecorder(nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False)))
+
+
+def test_grad_flow_averages_finite_nonzero_steps_only_and_starts_mid_epoch() -> None:
+    # fp16's scaler skips a step whose gradients overflowed: its inf norm is not averaged in;
+    # a saturated loss gives a step no gradient at all: counted in zero_steps, not averaged.
+    module, flow = _two_layers(), GradientFlow()
+    root2 = 2**0.5
+    with pytest.warns(UserWarning, match="25% of an epoch's optimizer steps had no gradient"):
+        _steps(flow, module, [(3.0, root2), (float("inf"), root2), (0.0, 0.0), (1.0, root2)])
     assert float(module.logged["grad/norm/stem"]) == pytest.approx(2.0)  # (3 + 1) / 2
-    assert float(module.logged["grad/norm/head"]) == pytest.approx(2**0.5)  # 3 finite steps
-    assert float(module.logged["grad/first_to_last"]) == pytest.approx(2.0 / 2**0.5)
+    assert float(module.logged["grad/norm/head"]) == pytest.approx(root2)  # 3 finite steps
+    assert float(module.logged["grad/first_to_last"]) == pytest.approx(2.0 / root2)
+    assert float(module.logged["grad/zero_steps"]) == pytest.approx(0.25)
+
+
+def test_an_epoch_without_any_gradient_logs_no_norms() -> None:
+    module, flow = _two_layers(), GradientFlow()
+    flow.on_train_epoch_start(None, module)  # type: ignore[arg-type]
+    with pytest.warns(UserWarning, match="the loss saturated"):
+        _steps(flow, module, [(0.0, 0.0), (0.0, 0.0)])
+    assert set(module.logged) == {"grad/zero_steps"}  # 0 / 0 is no ratio
+    assert float(module.logged["grad/zero_steps"]) == 1.0
 
 
 def test_a_histogram_keeps_a_bounded_seeded_draw_of_a_large_input() -> None:

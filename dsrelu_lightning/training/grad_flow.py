@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 __all__ = ["GradientFlow", "network_stages"]
@@ -54,7 +55,8 @@ def network_stages(network: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 class GradientFlow(Callback):
-    """Log each stage's gradient norm, ``grad/norm/<stage>``, and ``grad/first_to_last``.
+    """Log each stage's gradient norm, ``grad/norm/<stage>``, ``grad/first_to_last`` and
+    ``grad/zero_steps``.
 
     A stage's norm is the L2 norm of its parameters' gradients (the stages are those of
     ``network_stages``), averaged over the epoch's optimizer steps; first_to_last is the
@@ -63,6 +65,12 @@ class GradientFlow(Callback):
     device; the host reads them once per epoch. Lightning's ``grad_norm`` utility gives
     per-parameter norms and a total built on the host, so the stages' norms are computed
     here with the same definition.
+
+    ``grad/zero_steps`` is the share of the epoch's steps whose gradient was exactly zero in
+    every stage: the loss saturated (float32 cross-entropy is exactly 0 once the logits lie
+    far enough apart, as a steep DSReLU slope makes them), and the step trained nothing. Such
+    steps, like fp16's skipped ones (infinite norms), stay out of the averages; an epoch of
+    nothing else logs no norms, and the first one warns.
 
     Args:
         enabled: on by default (``--grad_flow.enabled false`` switches it off).
@@ -73,9 +81,13 @@ class GradientFlow(Callback):
         self._stages: dict[str, list[nn.Parameter]] = {}
         self._sums: Tensor | None = None
         self._steps: Tensor | None = None  # per stage: the steps whose norm was finite
+        self._zero_steps: Tensor | None = None
+        self._all_steps = 0
+        self._warned = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stages, self._sums, self._steps = {}, None, None
+        self._stages, self._sums, self._steps, self._zero_steps = {}, None, None, None
+        self._all_steps = 0
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
@@ -85,18 +97,34 @@ class GradientFlow(Callback):
         if not self._stages:  # here, not at the epoch's start: a mid-epoch resume skips that
             self._stages = network_stages(getattr(pl_module, "model", pl_module))
         norms = torch.stack([_norm(params) for params in self._stages.values()])
-        finite = norms.isfinite()  # a step fp16's scaler skips has inf gradients: not counted
-        norms = torch.where(finite, norms, 0.0)
+        zero = (norms == 0).all()
+        # A step fp16's scaler skips has inf gradients, a saturated loss none: not counted.
+        counted = norms.isfinite() & ~zero
+        norms = torch.where(counted, norms, 0.0)
         self._sums = norms if self._sums is None else self._sums + norms
-        self._steps = finite.float() if self._steps is None else self._steps + finite
+        self._steps = counted.float() if self._steps is None else self._steps + counted
+        self._zero_steps = zero.float() if self._zero_steps is None else self._zero_steps + zero
+        self._all_steps += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._sums is None or self._steps is None:
+        if self._sums is None or self._steps is None or self._zero_steps is None:
             return
-        means = self._sums / self._steps.clamp_min(1.0)
-        values = {f"grad/norm/{name}": mean for name, mean in zip(self._stages, means, strict=True)}
-        values["grad/first_to_last"] = means[0] / means[-1].clamp_min(torch.finfo(means.dtype).tiny)
+        zero_share = self._zero_steps / self._all_steps
+        values = {"grad/zero_steps": zero_share}
+        if bool(self._steps.all()):  # one read by the host per epoch
+            means = self._sums / self._steps
+            values |= {f"grad/norm/{n}": m for n, m in zip(self._stages, means, strict=True)}
+            tiny = torch.finfo(means.dtype).tiny
+            values["grad/first_to_last"] = means[0] / means[-1].clamp_min(tiny)
         pl_module.log_dict(values, on_step=False, on_epoch=True, sync_dist=False)
+        if not self._warned and float(zero_share) > 0:
+            self._warned = True
+            rank_zero_warn(
+                f"grad_flow: {float(zero_share):.0%} of an epoch's optimizer steps had no "
+                "gradient at all: the loss saturated (float32 cross-entropy is exactly 0 when "
+                "the logits lie far apart, e.g. under a steep DSReLU slope), so those steps "
+                "trained nothing; grad/zero_steps logs the share every epoch"
+            )
 
 
 def _norm(params: list[nn.Parameter]) -> Tensor:
