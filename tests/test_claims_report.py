@@ -48,6 +48,8 @@ def test_a_fraction_grid_records_and_reports_each_fraction(grid: Path) -> None:
     assert "## digits/fraction 0.5" in summary and "## digits/fraction 1" in summary
     assert (grid / "figures" / "digits_tiny_nets.SmallCNN_learning_curve.png").stat().st_size
     assert "learning_curve.png)" in summary
+    across = summary[summary.index("## across tables") : summary.index("## Claims")]
+    assert "Optimistic (the cells share training data" in across  # fraction tables: not independent
     # Every figure the summary shows exists under a name a markdown link can hold (no spaces).
     linked = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", summary)
     assert "figures/digits_fraction_0.5_val_curves.png" in linked

@@ -271,7 +271,8 @@ def render_markdown(
             lines.append("")
     if len(tables) > 1:
         across = rank_tests(group_tables(results))[ACROSS]
-        lines += [f"## {ACROSS}", "", *rank_lines(ACROSS, across, "tables"), ""]
+        nested = len({r.train_fraction for r in results}) > 1  # fractions share their folds
+        lines += [f"## {ACROSS}", "", *rank_lines(ACROSS, across, "tables", nested), ""]
         lines += [f"![{path.stem}]({FIGURES}/{path.name})" for path in figures.get(ACROSS, [])]
     lines += ["", *claims_lines(results, reference, figures.get(LEARNING_CURVES, ()))]
     return "\n".join(lines).rstrip() + "\n"
