@@ -70,7 +70,7 @@ class GradientFlow(Callback):
     every stage: the loss saturated (float32 cross-entropy is exactly 0 once the logits lie
     far enough apart, as a steep DSReLU slope makes them), and the step trained nothing. Such
     steps, like fp16's skipped ones (infinite norms), stay out of the averages; an epoch of
-    nothing else logs no norms, and the first one warns.
+    nothing else logs NaN norms (0 / 0), and the first such step warns.
 
     Args:
         enabled: on by default (``--grad_flow.enabled false`` switches it off).
@@ -110,12 +110,12 @@ class GradientFlow(Callback):
         if self._sums is None or self._steps is None or self._zero_steps is None:
             return
         zero_share = self._zero_steps / self._all_steps
-        values = {"grad/zero_steps": zero_share}
-        if bool(self._steps.all()):  # one read by the host per epoch
-            means = self._sums / self._steps
-            values |= {f"grad/norm/{n}": m for n, m in zip(self._stages, means, strict=True)}
-            tiny = torch.finfo(means.dtype).tiny
-            values["grad/first_to_last"] = means[0] / means[-1].clamp_min(tiny)
+        # A stage without a counted step gets 0 / 0 = NaN: logged, so that the epoch's history
+        # row does not repeat the last epoch's norms (callback_metrics keeps those).
+        means = self._sums / self._steps
+        values = {f"grad/norm/{n}": m for n, m in zip(self._stages, means, strict=True)}
+        values["grad/first_to_last"] = means[0] / means[-1].clamp_min(torch.finfo(means.dtype).tiny)
+        values["grad/zero_steps"] = zero_share
         pl_module.log_dict(values, on_step=False, on_epoch=True, sync_dist=False)
         if not self._warned and float(zero_share) > 0:
             self._warned = True
