@@ -91,3 +91,40 @@ def test_a_dead_workers_trial_replaced_by_its_retry_does_not_count() -> None:
     assert [t.number for t in counted_trials(trials)] == [0, 2, 3, 4]
     line = progress_line("dsrelu", trials[0], "val/loss")
     assert line == "trial 0 dsrelu: lr=0.1 -> val/loss 1.0000 [COMPLETE]"
+
+
+def test_the_report_lists_each_labels_best_trials_in_the_studys_direction(tmp_path: Path) -> None:
+    from dsrelu_lightning.study.tune.report import TOP_TRIALS, write_tune_report
+    from dsrelu_lightning.study.tune.studies import SETTINGS_ATTR
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    angle = FloatDistribution(45, 89)
+    values = {"minimize": [0.5, 0.1, float("nan"), 0.3, 0.9, 0.2, 0.7, 0.4], "maximize": [0.2, 0.8]}
+    for direction, scores in values.items():
+        study = optuna.create_study(storage=storage, study_name=direction, direction=direction)
+        study.set_user_attr(SETTINGS_ATTR, {"objective": "val/x", "folds": [0]})
+        for i, value in enumerate(scores):
+            state = TrialState.FAIL if value != value else TrialState.COMPLETE
+            study.add_trial(
+                create_trial(
+                    state=state,
+                    value=None if state == TrialState.FAIL else value,
+                    params={"initial_angle": 50.0 + i},
+                    distributions={"initial_angle": angle},
+                )
+            )
+    text = (write_tune_report(tmp_path)).read_text()
+    minimize = text.split("## minimize")[1].split("## ")[0]
+    rows = [line for line in minimize.splitlines() if re.match(r"^\| \d+ \| 0\.", line)]
+    # the five lowest of the seven scored trials, lowest first; the failed trial 2 is not listed
+    assert TOP_TRIALS == 5 and "The 5 best trials (of 7 completed)" in minimize
+    assert rows == [
+        "| 1 | 0.1000 | 51 |",
+        "| 5 | 0.2000 | 55 |",
+        "| 3 | 0.3000 | 53 |",
+        "| 7 | 0.4000 | 57 |",
+        "| 0 | 0.5000 | 50 |",
+    ]
+    maximize = text.split("## maximize")[1].split("## ")[0]
+    assert maximize.index("| 1 | 0.8000 |") < maximize.index("| 0 | 0.2000 |")
+    assert "| minimize | 8 | 7 | 0 | 1 | 0.1000 | initial_angle=51 |" in text

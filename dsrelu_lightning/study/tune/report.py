@@ -26,6 +26,8 @@ TUNE_MD = "tune.md"
 TRIALS_CSV = "trials.csv"
 FIGURES = "figures"
 ANGLES = ("initial_angle", "final_angle")
+TOP_TRIALS = 5
+"""How many of a label's best trials tune.md lists, with their parameters."""
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -99,6 +101,43 @@ def _value(value: float | None) -> str:
     return "" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
+def _param(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={_param(value)}" for name, value in params.items())
+
+
+def _best_trials(study: optuna.Study, objective: str) -> str:
+    """A table of the label's TOP_TRIALS best completed trials and their parameters."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best = sorted(complete, key=lambda t: t.value, reverse=maximize)[:TOP_TRIALS]
+    if not best:
+        return ""
+    names = sorted({name for t in best for name in t.params})
+    rows = [
+        f"| {t.number} | {_value(t.value)} | "
+        + " | ".join(_param(t.params[n]) if n in t.params else "" for n in names)
+        + " |"
+        for t in best
+    ]
+    return "\n".join(
+        [
+            f"The {len(best)} best trials (of {len(complete)} completed):",
+            "",
+            f"| trial | {objective} | {' | '.join(names)} |",
+            "|---|---|" + "---|" * len(names),
+            *rows,
+        ]
+    )
+
+
 def _csv(studies: list[optuna.Study]) -> str:
     import pandas as pd
 
@@ -148,7 +187,7 @@ def write_tune_report(output: Path, storage_url: str | None = None) -> Path:
         lines.append(
             f"| {study.study_name} | {len(trials)} | {complete} | {count[TrialState.PRUNED]} | "
             f"{count[TrialState.FAIL]} | {_value(best.value if best else None)} | "
-            f"{best.params if best else ''} |"
+            f"{_params(best.params) if best else ''} |"
         )
         links, importances = _label_figures(study, output / FIGURES, objective)
         died = "interrupted (its worker died)"
@@ -162,9 +201,12 @@ def write_tune_report(output: Path, storage_url: str | None = None) -> Path:
             "",
             f"## {study.study_name}",
             "",
-            f"Best configuration: [{best_file.name}]({best_file.name})"
-            if best_file.is_file()
-            else "",
+            *(
+                [f"Best configuration: [{best_file.name}]({best_file.name})", ""]
+                if best_file.is_file()
+                else []
+            ),
+            _best_trials(study, objective),
             "",
             importances,
             "",
