@@ -128,3 +128,23 @@ def test_the_report_lists_each_labels_best_trials_in_the_studys_direction(tmp_pa
     maximize = text.split("## maximize")[1].split("## ")[0]
     assert maximize.index("| 1 | 0.8000 |") < maximize.index("| 0 | 0.2000 |")
     assert "| minimize | 8 | 7 | 0 | 1 | 0.1000 | initial_angle=51 |" in text
+
+
+def test_the_slice_plot_tilts_only_categorical_parameters_labels() -> None:
+    from optuna.distributions import CategoricalDistribution
+    from optuna.visualization.matplotlib import plot_slice
+
+    from dsrelu_lightning.study.tune.report import _tilt_categories
+
+    study = optuna.create_study()
+    distributions = {
+        "steepness": FloatDistribution(1, 20),
+        "schedule": CategoricalDistribution(["sigmoid", "reverse_sigmoid", "exponential"]),
+    }
+    for i, schedule in enumerate(["sigmoid", "reverse_sigmoid", "exponential"]):
+        params = {"steepness": 1.0 + i, "schedule": schedule}
+        study.add_trial(create_trial(value=i, params=params, distributions=distributions))
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        axes = _tilt_categories(plot_slice(study), study)
+    tilt = {ax.get_xlabel(): {t.get_rotation() for t in ax.get_xticklabels()} for ax in axes}
+    assert tilt == {"schedule": {40.0}, "steepness": {0.0}}

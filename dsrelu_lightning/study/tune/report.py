@@ -11,6 +11,7 @@ from typing import Any
 
 import optuna
 from matplotlib.figure import Figure
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from dsrelu_lightning.atomic import atomic_write_bytes, atomic_write_text
@@ -47,6 +48,22 @@ def _figure_of(axes: Any) -> Any:
     return first.figure
 
 
+def _tilt_categories(axes: Any, study: optuna.Study) -> Any:
+    """Tilt the tick labels of categorical parameters' slices, which overlap when level."""
+    categorical = {
+        name
+        for trial in study.get_trials(deepcopy=False)
+        for name, distribution in trial.distributions.items()
+        if isinstance(distribution, CategoricalDistribution)
+    }
+    for ax in getattr(axes, "flat", [axes]):
+        if ax.get_xlabel() in categorical:
+            ax.tick_params(axis="x", labelrotation=40)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+    return axes
+
+
 def _angles_figure(study: optuna.Study, objective: str) -> Figure | None:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     shown = [a for a in ANGLES if any(a in t.params for t in trials)]
@@ -78,7 +95,8 @@ def _label_figures(study: optuna.Study, folder: Path, objective: str) -> tuple[l
                     folder / f"{name}_history.png",
                 )
             )
-            links.append(_save(_figure_of(plots.plot_slice(study)), folder / f"{name}_slice.png"))
+            slices = _tilt_categories(plots.plot_slice(study), study)
+            links.append(_save(_figure_of(slices), folder / f"{name}_slice.png"))
         angles = _angles_figure(study, objective)
         if angles is not None:
             links.append(_save(angles, folder / f"{name}_angles.png"))
