@@ -12,9 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from inspect import signature
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -513,6 +516,37 @@ def test_a_cell_locked_by_another_process_is_left_alone(tmp_path: Path) -> None:
     assert "report: not written" in log
     assert (cell_dir / "events.out.tfevents.live").exists()  # not deleted as stale
     assert sorted(p.name for p in cell_dir.iterdir()) == [".lock", "events.out.tfevents.live"]
+
+
+def test_a_busy_cell_finished_by_the_other_process_before_the_end_lets_the_report_through(
+    sharded: dict, tmp_path: Path
+) -> None:
+    # Two processes on one grid: each finds the other's cell busy. The one that ends last
+    # must see the other's cell finished by then and write the report.
+    output = tmp_path / "out"
+    shutil.copytree(sharded["output"], output, ignore=shutil.ignore_patterns("*.ckpt"))
+    other = output / "digits" / "relu" / "seed42" / "fold0"
+    record = (other / "result.json").read_bytes()
+    (other / "result.json").unlink()  # relu: still running in the "other process"
+    shutil.rmtree(output / "digits" / "dsrelu")  # dsrelu: this process runs it
+    command = [str(output) if arg == str(sharded["output"]) else arg for arg in sharded["command"]]
+
+    def finish_the_other_cell(held: IO[bytes]) -> None:
+        deadline = time.monotonic() + 120
+        while not (output / "digits" / "dsrelu").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until this process has passed relu and started dsrelu
+        (other / "result.json").write_bytes(record)
+        held.close()  # releases the other process's lock
+
+    with (other / ".lock").open("ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finisher = threading.Thread(target=finish_the_other_cell, args=(held,))
+        finisher.start()
+        log = run_main(*command).ok()
+        finisher.join()
+    assert "digits/relu/seed 42/fold 0: running in another process" in log
+    assert "cells: 1 of the busy ones have finished since" in log
+    assert "report: not written" not in log and (output / "summary.md").is_file()
 
 
 def test_an_old_layout_cell_is_reused_as_the_seed_it_ran_with(

@@ -34,7 +34,6 @@ class Progress:
         self._number = 0
         self._durations: list[float] = []
         self._outcomes: Counter[str] = Counter()
-        self._names: dict[str, list[str]] = {}
 
     def start(self, name: str) -> str:
         """Begin the next cell; returns its line's head, ``cell i/N: name``."""
@@ -42,11 +41,10 @@ class Progress:
         self._cell_start = self._now()
         return f"cell {self._number}/{self.total}: {name}"
 
-    def done(self, name: str, outcome: str, text: str) -> str:
+    def done(self, outcome: str, text: str) -> str:
         """Record the current cell's ``outcome`` and print ``text`` with the times."""
         now = self._now()
         self._outcomes[outcome] += 1
-        self._names.setdefault(outcome, []).append(name)
         if outcome in _TRAINED:
             self._durations.append(now - self._cell_start)
             text = f"{text} in {now - self._cell_start:.1f} s"
@@ -62,10 +60,6 @@ class Progress:
         if not self._durations:
             return "?"
         return _clock(left * sum(self._durations) / len(self._durations))
-
-    def names(self, outcome: str) -> list[str]:
-        """The cells that ended with ``outcome``, in order."""
-        return list(self._names.get(outcome, []))
 
     def summary(self) -> str:
         """``cells: 3 finished, 0 resumed, ...`` and the total elapsed time."""

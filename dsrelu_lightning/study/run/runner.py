@@ -279,12 +279,13 @@ def run_benchmark(
     where = f" (shard {shard[0]}/{shard[1]}: {len(mine)} here)" if shard[1] > 1 else ""
     print(f"benchmark: {len(cells)} cells{where} under {output}", flush=True)
     progress = Progress(len(mine))
+    busy: dict[str, Path] = {}
     for cell in mine:
         line = progress.start(cell.name)
         directory = cell.directory(output)
         if (directory / RESULT_FILE).is_file():
             prune_checkpoints(directory, keep_checkpoints)
-            progress.done(cell.name, "skipped", f"{line} (finished earlier, skipped)")
+            progress.done("skipped", f"{line} (finished earlier, skipped)")
             continue
         print(line, end="", flush=True)  # the cell's one line, finished below
         seed = data[cell.dataset].info.seed
@@ -294,12 +295,18 @@ def run_benchmark(
             print(f": failed (what it printed: {directory / CELL_LOG})", flush=True)
             raise
         if outcome == "busy":
+            busy[cell.name] = directory
             text = ": running in another process"
         elif outcome == "skipped":
             text = ": finished by another process meanwhile, skipped"
         else:
             outcome = _diverged_or(directory, outcome)  # type: ignore[assignment]
             text = f": {outcome}"
-        progress.done(cell.name, outcome, text)
+        progress.done(outcome, text)
     print(progress.summary(), flush=True)
-    return GridRun([cell.directory(output) / RESULT_FILE for cell in mine], progress.names("busy"))
+    # Two processes on one grid each find the other's cells busy: those finished by now are
+    # not, so the last process to end writes the report.
+    still_busy = [name for name, d in busy.items() if not (d / RESULT_FILE).is_file()]
+    if len(still_busy) < len(busy):
+        print(f"cells: {len(busy) - len(still_busy)} of the busy ones have finished since")
+    return GridRun([cell.directory(output) / RESULT_FILE for cell in mine], still_busy)
