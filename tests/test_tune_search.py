@@ -154,7 +154,9 @@ def test_confirm_benchmarks_the_best_configs_on_test_after_equal_budgets(tmp_pat
     summary = (out / "confirm" / "summary.md").read_text()
     title, _, preface = summary.splitlines()[:3]  # smoke-run batch limits mark the title
     assert title.startswith("# After equal-budget tuning")
-    assert preface.startswith("Each label's configuration is the best of its own Optuna search")
+    assert preface.startswith(
+        "Each label's configuration is the best of its own Optuna search (trials: dsrelu 1, relu 1;"
+    )
     assert "# Benchmark summary" not in summary  # one heading
     assert "report: " in stdout and "test" in summary
     results = sorted(p.relative_to(out / "confirm") for p in out.rglob("result.json"))

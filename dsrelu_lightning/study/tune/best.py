@@ -93,9 +93,9 @@ def confirm(
             f"--confirm: {len(run.busy)} benchmark cell(s) run in another process; rerun "
             "with --confirm when they have finished"
         )
-    n_trials = {s.study_name: len(s.get_trials(deepcopy=False)) for s in studies}
+    n_trials = ", ".join(f"{s.study_name} {len(s.get_trials(deepcopy=False))}" for s in studies)
     preface = (
-        f"Each label's configuration is the best of its own Optuna search ({n_trials} trials, "
+        f"Each label's configuration is the best of its own Optuna search (trials: {n_trials}; "
         f"scored on {setup.objective} of validation folds {list(setup.folds)} only; the test "
         "split was not read by the search). The benchmark below reruns each best configuration "
         "over its seeds and folds, selects on val and scores on the held-out test split."
