@@ -94,7 +94,7 @@ def test_a_dead_workers_trial_replaced_by_its_retry_does_not_count() -> None:
 
 
 def test_the_report_lists_each_labels_best_trials_in_the_studys_direction(tmp_path: Path) -> None:
-    from dsrelu_lightning.study.tune.report import TOP_TRIALS, write_tune_report
+    from dsrelu_lightning.study.tune.report import PRUNING_NOTE, TOP_TRIALS, write_tune_report
     from dsrelu_lightning.study.tune.studies import SETTINGS_ATTR
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -113,7 +113,18 @@ def test_the_report_lists_each_labels_best_trials_in_the_studys_direction(tmp_pa
                     distributions={"initial_angle": angle},
                 )
             )
-    text = (write_tune_report(tmp_path)).read_text()
+    text = write_tune_report(tmp_path).read_text()
+    assert PRUNING_NOTE not in text  # no trial was pruned
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params={"initial_angle": 88.0},
+            distributions={"initial_angle": angle},
+            intermediate_values={0: 0.9},
+        )
+    )
+    text = write_tune_report(tmp_path).read_text()
+    assert PRUNING_NOTE in text and "| maximize | 3 | 2 | 1 | 0 | 0.8000 |" in text
     minimize = text.split("## minimize")[1].split("## ")[0]
     rows = [line for line in minimize.splitlines() if re.match(r"^\| \d+ \| 0\.", line)]
     # the five lowest of the seven scored trials, lowest first; the failed trial 2 is not listed

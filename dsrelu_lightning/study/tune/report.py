@@ -29,6 +29,12 @@ FIGURES = "figures"
 ANGLES = ("initial_angle", "final_angle")
 TOP_TRIALS = 5
 """How many of a label's best trials tune.md lists, with their parameters."""
+PRUNING_NOTE = (
+    "Pruned trials were judged on their first epochs, when a DSReLU schedule is least like its "
+    "final self: this report's best values and importances come from the trials the pruner "
+    "let finish. Rerunning pruned trials to the end shows what pruning cost (docs/tuning.md, "
+    "Pruning)."
+)
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -196,10 +202,11 @@ def write_tune_report(output: Path, storage_url: str | None = None) -> Path:
         f"| label | trials | complete | pruned | failed | best {objective} | best parameters |",
         "|---|---|---|---|---|---|---|",
     ]
-    sections = []
+    sections, pruned = [], 0
     for study in studies:
         trials = study.get_trials(deepcopy=False)
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        pruned += count[TrialState.PRUNED]
         complete = count[TrialState.COMPLETE]
         best = study.best_trial if complete else None
         lines.append(
@@ -231,4 +238,6 @@ def write_tune_report(output: Path, storage_url: str | None = None) -> Path:
             *(f"![{link}]({link})" for link in links),
             *(["", "Failed trials:", *failures] if failures else []),
         ]
+    if pruned:
+        lines += ["", PRUNING_NOTE]
     return atomic_write_text(output / TUNE_MD, "\n".join([*lines, *sections]) + "\n")
